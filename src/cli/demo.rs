@@ -1,0 +1,177 @@
+//! `cutover demo`: the proxy in front of two built-in environments, from the binary
+//! alone. "ecs" answers at once; "k8s" needs a few seconds of warm-up and says so on
+//! its readiness path, reporting its progress in `x-cutover-warmup`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+
+use crate::config;
+
+const CONFIG: &str = r#"# The demo's config. Edit a weight under [[routes]], save, then run
+#   kill -HUP <pid of cutover demo>
+# and the next requests follow the new split.
+
+[listen]
+http = ["127.0.0.1:8080"]
+
+[admin]
+listen = "127.0.0.1:9900"
+
+[access_log]
+enabled = false
+
+[pools.ecs]
+backends = ["127.0.0.1:18081", "127.0.0.1:18082"]
+
+[pools.k8s]
+backends = ["127.0.0.1:18083", "127.0.0.1:18084"]
+warmup = { path = "/ready", interval = "500ms", healthy = 2 }
+slow_start = "20s"
+
+[[routes]]
+name = "demo"
+split = { ecs = 90, k8s = 10 }
+override = "header:x-cutover-pool"
+"#;
+
+/// How long a demo k8s pod takes to warm up.
+const WARMUP: Duration = Duration::from_secs(6);
+
+pub fn run() -> ExitCode {
+    let dir = std::env::temp_dir().join(format!("cutover-demo-{}", std::process::id()));
+    let path: PathBuf = dir.join("cutover.toml");
+    if let Err(e) = std::fs::create_dir_all(&dir).and_then(|_| std::fs::write(&path, CONFIG)) {
+        eprintln!("cannot write the demo config to {}: {e}", path.display());
+        return ExitCode::FAILURE;
+    }
+    let config = match config::load(&path) {
+        Ok(l) => l.config,
+        Err(e) => {
+            eprintln!("the embedded demo config is invalid (a bug):\n{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut upstreams = Vec::new();
+    for (port, env) in [
+        (18081, "ecs"),
+        (18082, "ecs"),
+        (18083, "k8s"),
+        (18084, "k8s"),
+    ] {
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        match std::net::TcpListener::bind(addr).and_then(|l| l.set_nonblocking(true).map(|_| l)) {
+            Ok(l) => upstreams.push((l, env)),
+            Err(e) => {
+                eprintln!("cannot bind demo upstream {addr}: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let pid = std::process::id();
+    let config_path = path.clone();
+    super::serve(config, move |running| {
+        for (listener, env) in upstreams {
+            match tokio::net::TcpListener::from_std(listener) {
+                Ok(l) => {
+                    tokio::spawn(upstream(l, env));
+                }
+                Err(e) => eprintln!("demo upstream: {e}"),
+            }
+        }
+        let proxy = running
+            .http_addrs
+            .first()
+            .copied()
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080)));
+        println!(
+            "\ncutover demo is running (pid {pid}).\n\
+             \n  proxy   http://{proxy}/\n  admin   http://{admin}/readyz\n  config  {cfg}\n\
+             \nTry:\n\
+             \n  for i in $(seq 20); do curl -s http://{proxy}/; done | sort | uniq -c\
+             \n      90/10 between ecs and k8s; k8s gets nothing until its pods are warm (~{w}s),\
+             \n      then its share grows over a 20s slow start\
+             \n  curl -s -H 'x-cutover-pool: k8s' http://{proxy}/     a tester forcing the new pool\
+             \n  curl -s http://{admin}/readyz\
+             \n\nShift traffic: edit `split = {{ ecs = 90, k8s = 10 }}` in {cfg}\
+             \n(say ecs = 50, k8s = 50), then `kill -HUP {pid}`. Roll back the same way.\
+             \n\nCtrl-C stops the demo.\n",
+            admin = running.admin_addr,
+            cfg = config_path.display(),
+            w = WARMUP.as_secs(),
+        );
+    })
+}
+
+/// A demo upstream answering as `env`; k8s ones are cold for `WARMUP`.
+async fn upstream(listener: tokio::net::TcpListener, env: &'static str) {
+    let started = Instant::now();
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let svc = service_fn(move |req: Request<Incoming>| async move {
+            Ok::<_, Infallible>(answer(&req, env, port, started.elapsed()))
+        });
+        tokio::spawn(async move {
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+fn answer(
+    req: &Request<Incoming>,
+    env: &str,
+    port: u16,
+    up_for: Duration,
+) -> Response<Full<Bytes>> {
+    let cold = env == "k8s" && up_for < WARMUP;
+    let (status, body, progress) = match req.uri().path() {
+        "/ready" if cold => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "warming up\n".to_owned(),
+            None,
+        ),
+        "/ready" if env == "k8s" => {
+            // Report our own warm-up pace for a while after becoming ready.
+            let after = up_for.saturating_sub(WARMUP).as_secs_f64();
+            let pct = (30.0 + after * 7.0).min(100.0) as u8;
+            (
+                StatusCode::OK,
+                "ready\n".to_owned(),
+                (pct < 100).then_some(pct),
+            )
+        }
+        "/ready" => (StatusCode::OK, "ready\n".to_owned(), None),
+        _ => (
+            StatusCode::OK,
+            format!("hello from {env} (backend 127.0.0.1:{port})\n"),
+            None,
+        ),
+    };
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        "x-environment",
+        http::HeaderValue::from_static(if env == "k8s" { "k8s" } else { "ecs" }),
+    );
+    if let Some(p) = progress {
+        if let Ok(v) = http::HeaderValue::from_str(&p.to_string()) {
+            resp.headers_mut().insert("x-cutover-warmup", v);
+        }
+    }
+    resp
+}

@@ -1,0 +1,205 @@
+//! The command line: `run`, `check` and `demo`, and the logging they share.
+
+mod demo;
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cutover",
+    version,
+    about = "Move traffic between environments by weight, live"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Config file (for `run`, the default command).
+    #[arg(
+        short = 'c',
+        long = "config",
+        global = true,
+        default_value = "config/cutover.toml"
+    )]
+    config: PathBuf,
+    /// Log format; default text on a terminal, json otherwise.
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
+    /// Log level (RUST_LOG, when set, takes precedence).
+    #[arg(long, global = true, default_value = "info")]
+    log_level: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the proxy (the default).
+    Run,
+    /// Validate a config like `nginx -t`, touching no port.
+    Check,
+    /// A self-contained tour: two built-in upstreams, the proxy on 127.0.0.1:8080,
+    /// admin on 127.0.0.1:9900.
+    Demo,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Runs the command line; the process exit code is the result.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format, &cli.log_level);
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => run(&cli.config),
+        Command::Check => check(&cli.config),
+        Command::Demo => demo::run(),
+    }
+}
+
+fn init_logging(format: Option<LogFormat>, level: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = match format {
+        Some(LogFormat::Json) => true,
+        Some(LogFormat::Text) => false,
+        None => !std::io::stderr().is_terminal(),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Loads a config, printing its warnings, or prints every error.
+fn load_or_report(path: &Path) -> Option<config::Config> {
+    match config::load(path) {
+        Ok(loaded) => {
+            for w in &loaded.warnings {
+                eprintln!(
+                    "{}:{}:{}: warning: {}",
+                    w.path.display(),
+                    w.line,
+                    w.column,
+                    w.message
+                );
+            }
+            Some(loaded.config)
+        }
+        Err(e) => {
+            for d in &e.errors {
+                eprintln!(
+                    "{}:{}:{}: error: {}",
+                    d.path.display(),
+                    d.line,
+                    d.column,
+                    d.message
+                );
+            }
+            None
+        }
+    }
+}
+
+fn check(path: &Path) -> ExitCode {
+    let Some(c) = load_or_report(path) else {
+        return ExitCode::FAILURE;
+    };
+    let backends: usize = c.pools.iter().map(|p| p.backends.len()).sum();
+    println!(
+        "{}: ok: {} route(s), {} pool(s), {} backend(s); listening on {}; admin on {}",
+        path.display(),
+        c.routes.len(),
+        c.pools.len(),
+        backends,
+        c.listen
+            .http
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        c.admin,
+    );
+    ExitCode::SUCCESS
+}
+
+fn run(path: &Path) -> ExitCode {
+    let Some(config) = load_or_report(path) else {
+        return ExitCode::FAILURE;
+    };
+    serve(config, |_| {})
+}
+
+/// Builds the runtime the config asks for and serves until SIGTERM or SIGINT.
+/// `started` runs once everything is listening.
+pub(crate) fn serve(
+    config: config::Config,
+    started: impl FnOnce(&crate::server::Running),
+) -> ExitCode {
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if config.workers > 0 {
+        rt.worker_threads(config.workers);
+    }
+    let rt = match rt.enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        let path = config.path.clone();
+        let running = match crate::server::start(config).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!("{e:#}");
+                return ExitCode::FAILURE;
+            }
+        };
+        #[cfg(unix)]
+        let hup = tokio::spawn(crate::reload::on_sighup(path, running.shared.clone()));
+        started(&running);
+        wait_for_stop().await;
+        tracing::info!("stopping: draining in-flight requests");
+        #[cfg(unix)]
+        hup.abort();
+        let grace = running.shared.live.load().config.limits.shutdown_grace;
+        let drained = running.shutdown(grace).await;
+        tracing::info!(cut = drained.cut, "stopped");
+        ExitCode::SUCCESS
+    })
+}
+
+async fn wait_for_stop() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

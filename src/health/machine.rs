@@ -1,0 +1,340 @@
+//! The backend state machine, free of I/O: events and the clock in, state and
+//! factor out.
+
+use std::time::{Duration, Instant};
+
+use crate::config::{Eject, SlowStart};
+
+/// Where a backend stands. The names are the ones `/status` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum State {
+    Warming = 0,
+    Ready = 1,
+    Down = 2,
+    Ejected = 3,
+}
+
+/// Something a probe or the proxy saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// A 2xx within the probe timeout, with the application's own warm-up percent if it
+    /// sent `x-cutover-warmup`.
+    ProbePassed {
+        warmup_percent: Option<u8>,
+    },
+    ProbeFailed,
+    /// A connect error, reset or timeout on real traffic. `may_eject` is false when the
+    /// pool already has its maximum share ejected.
+    RequestFailed {
+        may_eject: bool,
+    },
+    RequestSucceeded,
+}
+
+/// Per-backend health logic. Owned by [`super::Backend`] behind a mutex that only
+/// probes and failure reports take.
+#[derive(Debug, Clone)]
+pub struct Machine {
+    state: State,
+    has_probe: bool,
+    healthy: u32,
+    unhealthy: u32,
+    slow_start: Option<SlowStart>,
+    eject: Eject,
+    passes: u32,
+    fails: u32,
+    request_failures: u32,
+    /// When the backend last entered `ready`; slow start counts from here.
+    ready_since: Option<Instant>,
+    /// Taken as already warm: present at start and passing its first probe.
+    warm: bool,
+    /// True until the first probe result: decides whether `warm` applies.
+    first_probe_pending: bool,
+    app_percent: Option<u8>,
+    ejected_until: Option<Instant>,
+    times_ejected: u32,
+}
+
+impl State {
+    pub fn from_u8(v: u8) -> State {
+        match v {
+            1 => State::Ready,
+            2 => State::Down,
+            3 => State::Ejected,
+            _ => State::Warming,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Warming => "warming",
+            State::Ready => "ready",
+            State::Down => "down",
+            State::Ejected => "ejected",
+        }
+    }
+}
+
+impl Machine {
+    /// A backend of a pool. `at_start` marks backends present when cutover starts: if
+    /// their first probe passes they are taken as warm and skip slow start.
+    pub fn new(
+        has_probe: bool,
+        healthy: u32,
+        unhealthy: u32,
+        slow_start: Option<SlowStart>,
+        eject: Eject,
+        at_start: bool,
+        now: Instant,
+    ) -> Self {
+        Machine {
+            state: if has_probe {
+                State::Warming
+            } else {
+                State::Ready
+            },
+            has_probe,
+            healthy: healthy.max(1),
+            unhealthy: unhealthy.max(1),
+            slow_start,
+            eject,
+            passes: 0,
+            fails: 0,
+            request_failures: 0,
+            ready_since: (!has_probe).then_some(now),
+            warm: at_start,
+            first_probe_pending: has_probe && at_start,
+            app_percent: None,
+            ejected_until: None,
+            times_ejected: 0,
+        }
+    }
+
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// The share of its configured weight the backend gets at `now`, in [0, 1].
+    pub fn factor(&self, now: Instant) -> f64 {
+        if self.state != State::Ready {
+            return 0.0;
+        }
+        if let Some(p) = self.app_percent {
+            return f64::from(p.min(100)) / 100.0;
+        }
+        match (&self.slow_start, self.ready_since) {
+            (Some(s), Some(since)) if !self.warm => {
+                let t = now.saturating_duration_since(since).as_secs_f64();
+                let x = (t / s.window.as_secs_f64()).min(1.0);
+                let floor = f64::from(s.min_percent) / 100.0;
+                x.powf(1.0 / s.aggression).max(floor).min(1.0)
+            }
+            _ => 1.0,
+        }
+    }
+
+    /// Whether the factor or state can change with time alone (slow start running, or an
+    /// ejection to end), so the owner knows to keep ticking.
+    pub fn needs_tick(&self, now: Instant) -> bool {
+        match self.state {
+            State::Ejected => true,
+            State::Ready => self.factor(now) < 1.0 && self.app_percent.is_none(),
+            _ => false,
+        }
+    }
+
+    /// Applies one event; returns the new state when it changed.
+    pub fn observe(&mut self, event: Event, now: Instant) -> Option<State> {
+        let before = self.state;
+        self.expire_ejection(now);
+        match event {
+            Event::ProbePassed { warmup_percent } => {
+                self.fails = 0;
+                self.passes = self.passes.saturating_add(1);
+                self.app_percent = warmup_percent;
+                let first = std::mem::take(&mut self.first_probe_pending);
+                match self.state {
+                    State::Warming if first && self.warm => self.become_ready(now, true),
+                    State::Warming | State::Down if self.passes >= self.healthy => {
+                        self.become_ready(now, false)
+                    }
+                    State::Ejected if self.ejected_until.is_none() => self.become_ready(now, false),
+                    _ => {}
+                }
+            }
+            Event::ProbeFailed => {
+                self.first_probe_pending = false;
+                self.passes = 0;
+                self.fails = self.fails.saturating_add(1);
+                if self.state == State::Ready && self.fails >= self.unhealthy {
+                    self.state = State::Down;
+                }
+            }
+            Event::RequestFailed { may_eject } => {
+                self.request_failures = self.request_failures.saturating_add(1);
+                if self.state == State::Ready
+                    && may_eject
+                    && self.request_failures >= self.eject.consecutive_failures
+                {
+                    let exp = self.times_ejected.min(20);
+                    let spell = self
+                        .eject
+                        .base
+                        .saturating_mul(1u32 << exp)
+                        .min(self.eject.max);
+                    self.times_ejected = self.times_ejected.saturating_add(1);
+                    self.ejected_until = Some(now + spell);
+                    self.request_failures = 0;
+                    self.passes = 0;
+                    self.state = State::Ejected;
+                }
+            }
+            Event::RequestSucceeded => self.request_failures = 0,
+        }
+        (self.state != before).then_some(self.state)
+    }
+
+    /// Ends an ejection whose time is up: straight back to ready without a probe,
+    /// otherwise the next passing probe readmits it.
+    pub fn expire_ejection(&mut self, now: Instant) -> Option<State> {
+        match self.ejected_until {
+            Some(until) if self.state == State::Ejected && now >= until => {
+                self.ejected_until = None;
+                if !self.has_probe {
+                    self.become_ready(now, false);
+                    return Some(State::Ready);
+                }
+                None
+            }
+            _ => None,
+        }
+    }
+
+    fn become_ready(&mut self, now: Instant, warm: bool) {
+        self.state = State::Ready;
+        self.warm = warm;
+        self.ready_since = Some(now);
+        self.fails = 0;
+        self.request_failures = 0;
+    }
+
+    /// How long until the current ejection ends, if one is running.
+    pub fn ejected_for(&self, now: Instant) -> Option<Duration> {
+        self.ejected_until.map(|u| u.saturating_duration_since(now))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn eject() -> Eject {
+        Eject {
+            consecutive_failures: 2,
+            base: Duration::from_secs(10),
+            max: Duration::from_secs(25),
+            max_percent: 50,
+        }
+    }
+
+    const PASS: Event = Event::ProbePassed {
+        warmup_percent: None,
+    };
+
+    #[test]
+    fn warming_needs_healthy_passes_then_slow_starts() {
+        let t0 = Instant::now();
+        let ss = SlowStart {
+            window: Duration::from_secs(100),
+            aggression: 1.0,
+            min_percent: 10,
+        };
+        let mut m = Machine::new(true, 2, 3, Some(ss), eject(), false, t0);
+        assert_eq!(m.state(), State::Warming);
+        assert_eq!(m.factor(t0), 0.0);
+        assert_eq!(m.observe(PASS, t0), None);
+        assert_eq!(m.observe(PASS, t0), Some(State::Ready));
+        assert_eq!(m.factor(t0), 0.1, "min_percent floor");
+        let half = m.factor(t0 + Duration::from_secs(50));
+        assert!((half - 0.5).abs() < 1e-9, "{half}");
+        assert_eq!(m.factor(t0 + Duration::from_secs(200)), 1.0);
+    }
+
+    #[test]
+    fn present_at_start_and_passing_first_probe_is_warm() {
+        let t0 = Instant::now();
+        let ss = SlowStart {
+            window: Duration::from_secs(100),
+            aggression: 1.0,
+            min_percent: 10,
+        };
+        let mut m = Machine::new(true, 2, 3, Some(ss), eject(), true, t0);
+        assert_eq!(m.observe(PASS, t0), Some(State::Ready));
+        assert_eq!(m.factor(t0), 1.0);
+    }
+
+    #[test]
+    fn down_after_unhealthy_fails_and_back() {
+        let t0 = Instant::now();
+        let mut m = Machine::new(true, 1, 2, None, eject(), false, t0);
+        m.observe(PASS, t0);
+        assert_eq!(m.observe(Event::ProbeFailed, t0), None);
+        assert_eq!(m.observe(Event::ProbeFailed, t0), Some(State::Down));
+        assert_eq!(m.factor(t0), 0.0);
+        assert_eq!(m.observe(PASS, t0), Some(State::Ready));
+    }
+
+    #[test]
+    fn application_reported_warmup_sets_factor() {
+        let t0 = Instant::now();
+        let mut m = Machine::new(true, 1, 2, None, eject(), false, t0);
+        m.observe(
+            Event::ProbePassed {
+                warmup_percent: Some(30),
+            },
+            t0,
+        );
+        assert_eq!(m.factor(t0), 0.3);
+        m.observe(PASS, t0);
+        assert_eq!(m.factor(t0), 1.0);
+    }
+
+    #[test]
+    fn ejection_doubles_and_caps() {
+        let t0 = Instant::now();
+        let mut m = Machine::new(false, 1, 1, None, eject(), true, t0);
+        let fail = Event::RequestFailed { may_eject: true };
+        m.observe(fail, t0);
+        assert_eq!(m.observe(fail, t0), Some(State::Ejected));
+        assert_eq!(m.ejected_for(t0), Some(Duration::from_secs(10)));
+        assert_eq!(
+            m.expire_ejection(t0 + Duration::from_secs(10)),
+            Some(State::Ready)
+        );
+        let t1 = t0 + Duration::from_secs(10);
+        m.observe(fail, t1);
+        m.observe(fail, t1);
+        assert_eq!(m.ejected_for(t1), Some(Duration::from_secs(20)));
+        m.expire_ejection(t1 + Duration::from_secs(20));
+        let t2 = t1 + Duration::from_secs(20);
+        m.observe(fail, t2);
+        m.observe(fail, t2);
+        assert_eq!(
+            m.ejected_for(t2),
+            Some(Duration::from_secs(25)),
+            "capped at max"
+        );
+    }
+
+    #[test]
+    fn ejection_respects_pool_budget() {
+        let t0 = Instant::now();
+        let mut m = Machine::new(false, 1, 1, None, eject(), true, t0);
+        let fail = Event::RequestFailed { may_eject: false };
+        for _ in 0..10 {
+            assert_eq!(m.observe(fail, t0), None);
+        }
+        assert_eq!(m.state(), State::Ready);
+    }
+}

@@ -1,0 +1,173 @@
+//! Backend health: the state every backend carries across reloads (warming, ready,
+//! down, ejected, and its slow-start factor), the registry that keeps it, and the
+//! probe tasks that move it.
+//!
+//! The state machine itself is a plain type ([`machine::Machine`]) fed with events and
+//! the clock; probes and the proxy only report what they saw.
+
+pub mod machine;
+mod probe;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Instant;
+
+pub use machine::{Event, Machine, State};
+pub use probe::spawn_probes;
+
+use crate::proxy::ConnPool;
+
+/// One upstream address in one pool.
+///
+/// Shared by every snapshot that contains it: the registry hands out the same `Arc` for
+/// the same (pool, address) so that a reload keeps its warm-up and slow-start progress.
+#[derive(Debug)]
+pub struct Backend {
+    pub pool: String,
+    pub addr: SocketAddr,
+    /// The configured hostname when the address came from DNS.
+    pub host: Option<String>,
+    /// `ip:port`, ready to put in an upstream URI and in metric labels.
+    pub authority: http::uri::Authority,
+    /// Written by the health machine on every change, read by every pick.
+    state: AtomicU8,
+    /// `f64` bits of the warm-up/slow-start factor in [0, 1]; 0 unless routable.
+    factor: AtomicU64,
+    /// Requests currently being forwarded to this backend.
+    pub in_flight: AtomicUsize,
+    /// The transition logic; only probe tasks and failure reports lock it, never a pick.
+    pub machine: Mutex<Machine>,
+    /// Failures on real traffic since the last success; lets a success skip the lock
+    /// when there is nothing to reset.
+    recent_failures: AtomicU32,
+    /// Idle keep-alive connections to this backend; they outlive reloads with it.
+    pub conns: ConnPool,
+    epoch: Arc<AtomicU64>,
+}
+
+/// Hands out backends by (pool, address) and keeps them alive across reloads.
+///
+/// `epoch` grows whenever any backend's factor changes, so pickers know to rebuild
+/// their tables without being told who changed.
+#[derive(Debug, Default)]
+pub struct Registry {
+    backends: Mutex<HashMap<(String, SocketAddr), Weak<Backend>>>,
+    epoch: Arc<AtomicU64>,
+}
+
+// === impl Backend ===
+
+impl Backend {
+    pub fn state(&self) -> State {
+        State::from_u8(self.state.load(Ordering::Acquire))
+    }
+
+    /// 0 while warming, down or ejected; the slow-start factor while ready.
+    pub fn factor(&self) -> f64 {
+        f64::from_bits(self.factor.load(Ordering::Acquire))
+    }
+
+    /// Feeds an observation to the state machine and publishes the result.
+    pub fn observe(&self, event: Event, now: Instant) -> Option<State> {
+        let (transition, state, factor) = {
+            let Ok(mut m) = self.machine.lock() else {
+                return None;
+            };
+            let t = m.observe(event, now);
+            (t, m.state(), m.factor(now))
+        };
+        self.publish(state, factor);
+        transition
+    }
+
+    /// A request to this backend got a response head.
+    pub fn report_success(&self) {
+        if self.recent_failures.load(Ordering::Relaxed) != 0 {
+            self.recent_failures.store(0, Ordering::Relaxed);
+            self.observe(Event::RequestSucceeded, Instant::now());
+        }
+    }
+
+    /// A connect error, reset or timeout on real traffic. `may_eject` is whether the
+    /// pool's ejection budget has room.
+    pub fn report_failure(&self, may_eject: bool) {
+        self.recent_failures.fetch_add(1, Ordering::Relaxed);
+        if let Some(state) = self.observe(Event::RequestFailed { may_eject }, Instant::now()) {
+            tracing::warn!(pool = %self.pool, backend = %self.addr, state = state.as_str(), "backend state changed");
+        }
+    }
+
+    /// Recomputes the slow-start factor for `now`; probes call this on every tick.
+    pub fn tick(&self, now: Instant) {
+        let (state, factor) = {
+            let Ok(m) = self.machine.lock() else { return };
+            (m.state(), m.factor(now))
+        };
+        self.publish(state, factor);
+    }
+
+    fn publish(&self, state: State, factor: f64) {
+        let old_state = self.state.swap(state as u8, Ordering::AcqRel);
+        let old_factor = self.factor.swap(factor.to_bits(), Ordering::AcqRel);
+        if old_state != state as u8 || old_factor != factor.to_bits() {
+            self.epoch.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+}
+
+// === impl Registry ===
+
+impl Registry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The generation counter pickers compare against their cached tables.
+    pub fn epoch(&self) -> &Arc<AtomicU64> {
+        &self.epoch
+    }
+
+    /// Returns the live backend for (pool, addr), or creates one in the state `machine`
+    /// starts in; the flag says whether it was created (and so needs a health task).
+    pub fn get_or_insert(
+        &self,
+        pool: &str,
+        addr: SocketAddr,
+        host: Option<String>,
+        machine: impl FnOnce() -> Machine,
+    ) -> (Arc<Backend>, bool) {
+        let mut map = match self.backends.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let key = (pool.to_owned(), addr);
+        if let Some(b) = map.get(&key).and_then(Weak::upgrade) {
+            return (b, false);
+        }
+        map.retain(|_, w| w.strong_count() > 0);
+        let now = Instant::now();
+        let m = machine();
+        let authority = match http::uri::Authority::try_from(addr.to_string()) {
+            Ok(a) => a,
+            Err(_) => http::uri::Authority::from_static("invalid"),
+        };
+        let b = Arc::new(Backend {
+            pool: pool.to_owned(),
+            addr,
+            host,
+            authority,
+            state: AtomicU8::new(m.state() as u8),
+            factor: AtomicU64::new(m.factor(now).to_bits()),
+            in_flight: AtomicUsize::new(0),
+            machine: Mutex::new(m),
+            recent_failures: AtomicU32::new(0),
+            conns: ConnPool::default(),
+            epoch: self.epoch.clone(),
+        });
+        map.insert(key, Arc::downgrade(&b));
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        (b, true)
+    }
+}

@@ -1,0 +1,31 @@
+//! cutover: an HTTP reverse proxy that moves traffic between two environments by
+//! weight, live, keeping cold backends out of rotation until they are warm.
+//!
+//! Modules: [`config`] (schema, validation, loading) · [`routing`] (the snapshot a
+//! reload swaps) · [`balance`] (pool and backend picks) · [`health`] (warm-up, slow
+//! start, ejection) · [`proxy`] (the service that forwards one request) · [`server`]
+//! (listeners, client connections, the framing guard, shutdown) · [`reload`] (SIGHUP) ·
+//! [`admin`] (health endpoints) · [`metrics`] (the per-request outcome seam) · [`cli`].
+//!
+//! The path of one request:
+//! 1. [`server`] accepts the connection; its guard checks each HTTP/1 head (framing,
+//!    size, slow-loris) before hyper parses it.
+//! 2. [`proxy::Proxy::handle`] loads the live [`routing::Snapshot`] once.
+//! 3. The snapshot's route table finds the route by host, then path prefix.
+//! 4. The route picks a pool ([`balance`]: override, sticky rendezvous, or weight).
+//! 5. The pool picks a backend by effective weight, which [`health`] keeps current.
+//! 6. [`proxy`] forwards over a pooled keep-alive connection, retrying elsewhere when
+//!    allowed, streams the answer back and records the outcome ([`metrics`]).
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod balance;
+pub mod cli;
+pub mod config;
+pub mod health;
+pub mod metrics;
+pub mod proxy;
+pub mod reload;
+pub mod routing;
+pub mod server;

@@ -1,0 +1,204 @@
+//! Bodies that stream through the proxy: the client's request body on its way up (with
+//! the size limit), and the backend's response body on its way down (which hands the
+//! connection back to its pool when it ends).
+
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use super::upstream::Sender;
+use crate::health::Backend;
+
+/// Why a request body could not be forwarded.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestBodyError {
+    #[error("request body exceeds max_body_bytes")]
+    TooLarge,
+    #[error("reading the request body: {0}")]
+    Client(#[source] hyper::Error),
+}
+
+/// The client's request body as sent upstream.
+#[derive(Debug)]
+pub enum UpstreamRequestBody {
+    Empty,
+    Stream {
+        inner: Incoming,
+        limit: Option<u64>,
+        seen: u64,
+    },
+}
+
+impl UpstreamRequestBody {
+    pub fn new(inner: Incoming, limit: Option<u64>) -> Self {
+        if inner.is_end_stream() {
+            UpstreamRequestBody::Empty
+        } else {
+            UpstreamRequestBody::Stream {
+                inner,
+                limit,
+                seen: 0,
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        matches!(self, UpstreamRequestBody::Empty)
+    }
+}
+
+impl Body for UpstreamRequestBody {
+    type Data = Bytes;
+    type Error = RequestBodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            UpstreamRequestBody::Empty => Poll::Ready(None),
+            UpstreamRequestBody::Stream { inner, limit, seen } => {
+                let frame = ready!(Pin::new(inner).poll_frame(cx));
+                match frame {
+                    Some(Ok(f)) => {
+                        if let Some(d) = f.data_ref() {
+                            *seen += d.len() as u64;
+                            if limit.is_some_and(|l| *seen > l) {
+                                return Poll::Ready(Some(Err(RequestBodyError::TooLarge)));
+                            }
+                        }
+                        Poll::Ready(Some(Ok(f)))
+                    }
+                    Some(Err(e)) => Poll::Ready(Some(Err(RequestBodyError::Client(e)))),
+                    None => Poll::Ready(None),
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamRequestBody::Empty => true,
+            UpstreamRequestBody::Stream { inner, .. } => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamRequestBody::Empty => SizeHint::with_exact(0),
+            UpstreamRequestBody::Stream { inner, .. } => inner.size_hint(),
+        }
+    }
+}
+
+/// Counts a request against its backend's in-flight number for as long as it lives.
+#[derive(Debug)]
+pub struct InFlight(Arc<Backend>);
+
+impl InFlight {
+    pub fn new(backend: Arc<Backend>) -> Self {
+        backend.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(backend)
+    }
+
+    pub fn backend(&self) -> &Arc<Backend> {
+        &self.0
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The body of a response the proxy sends to its client.
+#[derive(Debug)]
+pub enum ProxyBody {
+    /// A body the proxy made itself (errors, admin answers).
+    Full(Option<Bytes>),
+    Upstream(UpstreamBody),
+}
+
+/// A backend's response body. When it ends cleanly the connection is reusable and goes
+/// back to the backend's pool; dropped early, the connection is dropped with it.
+#[derive(Debug)]
+pub struct UpstreamBody {
+    inner: Incoming,
+    sender: Option<Sender>,
+    in_flight: InFlight,
+}
+
+impl UpstreamBody {
+    pub fn new(inner: Incoming, sender: Sender, in_flight: InFlight) -> Self {
+        let mut b = UpstreamBody {
+            inner,
+            sender: Some(sender),
+            in_flight,
+        };
+        if b.inner.is_end_stream() {
+            b.release();
+        }
+        b
+    }
+
+    fn release(&mut self) {
+        if let Some(s) = self.sender.take() {
+            self.in_flight.backend().conns.checkin(s);
+        }
+    }
+}
+
+impl ProxyBody {
+    pub fn text(s: impl Into<Bytes>) -> Self {
+        ProxyBody::Full(Some(s.into()))
+    }
+
+    pub fn empty() -> Self {
+        ProxyBody::Full(None)
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            ProxyBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            ProxyBody::Upstream(up) => {
+                let frame = ready!(Pin::new(&mut up.inner).poll_frame(cx));
+                match &frame {
+                    None => up.release(),
+                    Some(Ok(_)) if up.inner.is_end_stream() => up.release(),
+                    Some(Err(_)) => drop(up.sender.take()),
+                    Some(Ok(_)) => {}
+                }
+                Poll::Ready(frame)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Full(d) => d.is_none(),
+            ProxyBody::Upstream(up) => up.inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Full(Some(d)) => SizeHint::with_exact(d.len() as u64),
+            ProxyBody::Full(None) => SizeHint::with_exact(0),
+            ProxyBody::Upstream(up) => up.inner.size_hint(),
+        }
+    }
+}

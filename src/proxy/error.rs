@@ -1,0 +1,110 @@
+//! Every way the proxy itself can answer a request, and the one map from each to its
+//! status code and `x-cutover-error` kind.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode};
+
+use super::body::{ProxyBody, RequestBodyError};
+use super::upstream::ConnectError;
+
+/// An error made by the proxy, as opposed to a status a backend sent.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("malformed request: {0}")]
+    BadRequest(&'static str),
+    #[error("no route for this host and path")]
+    NoRoute,
+    #[error("request body exceeds max_body_bytes")]
+    BodyTooLarge,
+    #[error("request head exceeds max_header_bytes")]
+    HeadersTooLarge,
+    #[error("request head not received within client_header_timeout")]
+    ClientTimeout,
+    #[error("could not connect to the backend")]
+    ConnectFailed(#[source] ConnectError),
+    #[error("the backend closed or reset the connection")]
+    UpstreamReset(#[source] hyper::Error),
+    #[error("the backend sent a malformed response")]
+    BadUpstreamResponse(#[source] hyper::Error),
+    #[error("no ready backend for this request")]
+    NoReadyBackend,
+    #[error("the backend did not answer within response_timeout")]
+    UpstreamTimeout,
+}
+
+impl ProxyError {
+    /// Status and `x-cutover-error` kind. Exhaustive on purpose: a new variant must
+    /// decide both here.
+    pub fn status_and_kind(&self) -> (StatusCode, &'static str) {
+        match self {
+            ProxyError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ProxyError::NoRoute => (StatusCode::NOT_FOUND, "no_route"),
+            ProxyError::BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            ProxyError::HeadersTooLarge => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers_too_large",
+            ),
+            ProxyError::ClientTimeout => (StatusCode::REQUEST_TIMEOUT, "client_timeout"),
+            ProxyError::ConnectFailed(_) => (StatusCode::BAD_GATEWAY, "connect_failed"),
+            ProxyError::UpstreamReset(_) => (StatusCode::BAD_GATEWAY, "upstream_reset"),
+            ProxyError::BadUpstreamResponse(_) => {
+                (StatusCode::BAD_GATEWAY, "bad_upstream_response")
+            }
+            ProxyError::NoReadyBackend => (StatusCode::SERVICE_UNAVAILABLE, "no_ready_backend"),
+            ProxyError::UpstreamTimeout => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        self.status_and_kind().1
+    }
+
+    /// The short plain-text answer sent to the client.
+    pub fn response(&self) -> Response<ProxyBody> {
+        let (status, kind) = self.status_and_kind();
+        let mut resp = Response::new(ProxyBody::text(format!("{self}\n")));
+        *resp.status_mut() = status;
+        let h = resp.headers_mut();
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        h.insert("x-cutover-error", HeaderValue::from_static(kind));
+        resp
+    }
+
+    /// The same answer as raw HTTP/1.1 bytes, for errors found before hyper has a
+    /// request (the connection closes after it).
+    pub fn raw_response(&self) -> Bytes {
+        let (status, kind) = self.status_and_kind();
+        let body = format!("{self}\n");
+        Bytes::from(format!(
+            "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\nx-cutover-error: {kind}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or(""),
+            body.len(),
+        ))
+    }
+
+    /// Classifies a failed upstream exchange, given that no response head arrived.
+    pub fn from_upstream(e: hyper::Error) -> ProxyError {
+        use std::error::Error as _;
+        let mut source = e.source();
+        while let Some(s) = source {
+            if let Some(b) = s.downcast_ref::<RequestBodyError>() {
+                return match b {
+                    RequestBodyError::TooLarge => ProxyError::BodyTooLarge,
+                    RequestBodyError::Client(_) => {
+                        ProxyError::BadRequest("the request body was malformed or cut short")
+                    }
+                };
+            }
+            source = s.source();
+        }
+        if e.is_parse() || e.is_parse_status() || e.is_parse_too_large() {
+            ProxyError::BadUpstreamResponse(e)
+        } else {
+            ProxyError::UpstreamReset(e)
+        }
+    }
+}

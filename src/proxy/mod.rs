@@ -1,0 +1,209 @@
+//! The hyper service that forwards one request.
+//!
+//! [`Proxy::handle`] reads like the request's path through cutover:
+//! 1. check the request itself (method, host, declared body size);
+//! 2. find its route in the live snapshot;
+//! 3. pick a pool (override, then sticky key, then weight);
+//! 4. rewrite the head for the backend;
+//! 5. forward it, trying another backend when the first attempt failed retryably;
+//! 6. send the backend's response back (or tunnel an upgrade), and record the outcome.
+
+mod body;
+mod error;
+mod forward;
+pub mod headers;
+mod upgrade;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use http::{HeaderValue, Method, Request, Response, Version};
+use hyper::body::Incoming;
+
+pub use body::{ProxyBody, UpstreamRequestBody};
+pub use error::ProxyError;
+pub use upstream::ConnPool;
+
+use crate::config::KeySource;
+use crate::metrics::{self, Outcome};
+use crate::routing::{PickKeys, Snapshot};
+
+/// The request path's view of the world: the live snapshot, swapped whole on reload.
+#[derive(Debug, Clone)]
+pub struct Proxy {
+    live: Arc<ArcSwap<Snapshot>>,
+}
+
+/// What the proxy knows about the client connection a request came on.
+#[derive(Debug, Clone, Copy)]
+pub struct Client {
+    pub peer: SocketAddr,
+    pub tls: bool,
+}
+
+impl Proxy {
+    pub fn new(live: Arc<ArcSwap<Snapshot>>) -> Self {
+        Proxy { live }
+    }
+
+    /// Answers one client request; never fails: errors become proxy-made responses.
+    pub async fn handle(&self, req: Request<Incoming>, client: Client) -> Response<ProxyBody> {
+        // One snapshot for the whole request, however long it runs.
+        let snapshot = self.live.load_full();
+        let mut outcome = Outcome::new(Instant::now());
+        let mut req = req;
+        let request_id = headers::request_id(req.headers_mut());
+        let mut resp = match route_and_forward(&snapshot, req, client, &mut outcome).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                outcome.error = Some(e.kind());
+                e.response()
+            }
+        };
+        resp.headers_mut()
+            .insert(&headers::X_REQUEST_ID, request_id);
+        outcome.status = resp.status().as_u16();
+        metrics::record(&outcome);
+        resp
+    }
+}
+
+async fn route_and_forward(
+    snapshot: &Snapshot,
+    req: Request<Incoming>,
+    client: Client,
+    outcome: &mut Outcome,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let limits = &snapshot.config.limits;
+    // 1. The request itself.
+    check_request(&req, limits.max_body_bytes)?;
+    let host = request_host(&req);
+    // 2. Route.
+    let route = snapshot
+        .route(
+            host.as_ref().and_then(|h| h.to_str().ok()),
+            req.uri().path(),
+        )
+        .ok_or(ProxyError::NoRoute)?;
+    outcome.route = Some(route.name.clone());
+    // 3. Pool.
+    let keys = PickKeys {
+        override_pool: route
+            .override_source()
+            .and_then(|s| key_value(s, &req, client)),
+        sticky: route
+            .sticky()
+            .and_then(|s| key_value(s, &req, client))
+            .map(str::as_bytes),
+    };
+    let client_ip;
+    let keys = match (route.sticky(), keys.sticky) {
+        (Some(KeySource::ClientIp), _) => {
+            client_ip = client.peer.ip().to_string();
+            PickKeys {
+                sticky: Some(client_ip.as_bytes()),
+                ..keys
+            }
+        }
+        _ => keys,
+    };
+    let pool = route.pick_pool(&keys, &mut rand::rng());
+    let pool = match pool {
+        Ok(i) => i,
+        Err(_) => {
+            outcome.pool = route.split.first().map(|(p, _)| p.name.clone());
+            return Err(ProxyError::NoReadyBackend);
+        }
+    };
+    // 4. The head the backend gets.
+    let (mut parts, body) = req.into_parts();
+    let upgrade = parts.version == Version::HTTP_11 && headers::wants_upgrade(&parts.headers);
+    let client_upgrade = upgrade
+        .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>())
+        .flatten();
+    headers::strip_hop_by_hop(&mut parts.headers, upgrade);
+    headers::set_forwarded(
+        &mut parts.headers,
+        client.peer.ip(),
+        if client.tls { "https" } else { "http" },
+        host.clone(),
+    );
+    if !parts.headers.contains_key(http::header::HOST) {
+        if let Some(h) = host {
+            parts.headers.insert(http::header::HOST, h);
+        }
+    } else if parts.uri.authority().is_some() {
+        // Absolute form: the authority is the host (RFC 9112 3.2.2).
+        if let Some(h) = host {
+            parts.headers.insert(http::header::HOST, h);
+        }
+    }
+    let body = UpstreamRequestBody::new(body, limits.max_body_bytes);
+    // 5. Forward.
+    let answer = forward::forward(snapshot, route, pool, parts, body, outcome).await?;
+    // 6. Respond.
+    let resp = match client_upgrade {
+        Some(on_client) if answer.response.status() == http::StatusCode::SWITCHING_PROTOCOLS => {
+            upgrade::tunnel(on_client, answer)
+        }
+        _ => answer.into_client_response(),
+    };
+    Ok(resp)
+}
+
+/// Refuses what must never be forwarded, before any routing work.
+fn check_request(req: &Request<Incoming>, max_body: Option<u64>) -> Result<(), ProxyError> {
+    if req.method() == Method::CONNECT {
+        return Err(ProxyError::BadRequest(
+            "CONNECT is not supported: cutover is not a forward proxy",
+        ));
+    }
+    if req.version() == Version::HTTP_11
+        && req.uri().authority().is_none()
+        && !req.headers().contains_key(http::header::HOST)
+    {
+        return Err(ProxyError::BadRequest("HTTP/1.1 request without Host"));
+    }
+    if let (Some(limit), Some(len)) = (max_body, declared_length(req)) {
+        if len > limit {
+            return Err(ProxyError::BodyTooLarge);
+        }
+    }
+    Ok(())
+}
+
+fn declared_length(req: &Request<Incoming>) -> Option<u64> {
+    req.headers()
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The host the client asked for: the authority of an absolute-form (or HTTP/2)
+/// request, else the Host header. Kept as sent, port included.
+fn request_host(req: &Request<Incoming>) -> Option<HeaderValue> {
+    if let Some(a) = req.uri().authority() {
+        return HeaderValue::from_str(a.as_str()).ok();
+    }
+    req.headers().get(http::header::HOST).cloned()
+}
+
+/// The value a route reads from the request for `sticky` or `override`.
+fn key_value<'r>(
+    source: &KeySource,
+    req: &'r Request<Incoming>,
+    _client: Client,
+) -> Option<&'r str> {
+    let v = match source {
+        KeySource::Header(name) => req.headers().get(name)?.to_str().ok()?,
+        KeySource::Cookie(name) => headers::cookie(req.headers(), name)?,
+        KeySource::ClientIp => return None,
+    };
+    (!v.is_empty()).then_some(v)
+}

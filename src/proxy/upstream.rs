@@ -1,0 +1,101 @@
+//! Keep-alive HTTP/1.1 connections to backends.
+//!
+//! Each backend keeps its own idle list. A connection is checked out before the request
+//! is handed over, so a failed connect leaves the request (and its body) in the
+//! caller's hands for a retry elsewhere; it goes back to the list only once its
+//! response body has been read to the end, so a checked-out sender is always free.
+
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::body::UpstreamRequestBody;
+
+/// Idle connections kept per backend; enough for a busy backend without hoarding fds.
+const MAX_IDLE: usize = 256;
+/// Idle connections older than this are not reused: many servers close at 60-75 s and
+/// a connection closed under us is a failed request.
+const MAX_IDLE_AGE: Duration = Duration::from_secs(50);
+
+pub type Sender = SendRequest<UpstreamRequestBody>;
+
+/// The idle connections of one backend.
+#[derive(Debug, Default)]
+pub struct ConnPool {
+    idle: Mutex<Vec<(Sender, Instant)>>,
+}
+
+/// Why no connection could be had.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("connect to {0} timed out")]
+    Timeout(SocketAddr),
+    #[error("connect to {addr}: {source}")]
+    Io {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("handshake with {addr}: {source}")]
+    Handshake {
+        addr: SocketAddr,
+        #[source]
+        source: hyper::Error,
+    },
+}
+
+impl ConnPool {
+    /// An idle connection that is still open, or a new one. The flag says whether it
+    /// was reused.
+    pub async fn checkout(
+        &self,
+        addr: SocketAddr,
+        connect_timeout: Duration,
+    ) -> Result<(Sender, bool), ConnectError> {
+        while let Some((mut sender, since)) = self.pop() {
+            if sender.is_closed() || since.elapsed() > MAX_IDLE_AGE {
+                continue;
+            }
+            if sender.is_ready() || sender.ready().await.is_ok() {
+                return Ok((sender, true));
+            }
+        }
+        let stream = match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
+            Err(_) => return Err(ConnectError::Timeout(addr)),
+            Ok(Err(source)) => return Err(ConnectError::Io { addr, source }),
+            Ok(Ok(s)) => s,
+        };
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|source| ConnectError::Handshake { addr, source })?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(backend = %addr, error = %e, "upstream connection ended");
+            }
+        });
+        Ok((sender, false))
+    }
+
+    /// Returns a connection whose last response is complete.
+    pub fn checkin(&self, sender: Sender) {
+        if sender.is_closed() {
+            return;
+        }
+        if let Ok(mut idle) = self.idle.lock() {
+            if idle.len() < MAX_IDLE {
+                idle.push((sender, Instant::now()));
+            }
+        }
+    }
+
+    fn pop(&self) -> Option<(Sender, Instant)> {
+        self.idle.lock().ok()?.pop()
+    }
+}

@@ -1,0 +1,229 @@
+//! The routing snapshot: everything a request needs to find its route, pool and
+//! backend, built whole from one [`Config`] and swapped in one piece.
+//!
+//! Backend health is not here but in the [`Registry`]: a snapshot holds `Arc`s into it,
+//! so a new snapshot for the same (pool, address) continues where the old one was.
+
+mod table;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use rand::Rng;
+
+use crate::balance::{self, BackendSet, Member};
+use crate::config::{Config, KeySource, PoolConfig, RouteConfig, Target};
+use crate::health::{self, Machine, Registry};
+pub use table::RouteTable;
+
+/// One generation of the live configuration.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub config: Arc<Config>,
+    pub generation: u64,
+    pub routes: Vec<Route>,
+    pub pools: Vec<Arc<Pool>>,
+    table: RouteTable,
+    pub loaded_at: std::time::SystemTime,
+}
+
+/// A pool and its members as this snapshot sees them.
+#[derive(Debug)]
+pub struct Pool {
+    pub name: Arc<str>,
+    pub backends: BackendSet,
+    pub config: PoolConfig,
+}
+
+/// A route with its split resolved to pools.
+#[derive(Debug)]
+pub struct Route {
+    pub name: Arc<str>,
+    pub config: RouteConfig,
+    /// (pool, configured weight); the order of `config.split` (by pool name).
+    pub split: Vec<(Arc<Pool>, u32)>,
+}
+
+/// Why no pool could be chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoReadyPool;
+
+/// What the request offers the pool pick.
+#[derive(Debug, Default)]
+pub struct PickKeys<'a> {
+    /// The value of the route's `override` source, if present.
+    pub override_pool: Option<&'a str>,
+    /// The value of the route's `sticky` source, if present.
+    pub sticky: Option<&'a [u8]>,
+}
+
+// === impl Snapshot ===
+
+impl Snapshot {
+    /// Builds a snapshot, resolving hostname backends and taking each backend's health
+    /// state from `registry`. `at_start` marks the first load, whose backends are taken
+    /// as warm when their first probe passes.
+    pub async fn build(
+        config: Config,
+        registry: &Registry,
+        generation: u64,
+        at_start: bool,
+    ) -> Snapshot {
+        let now = Instant::now();
+        let mut pools = Vec::new();
+        for pc in &config.pools {
+            let mut members = Vec::new();
+            for b in &pc.backends {
+                for (addr, host) in resolve(&b.target).await {
+                    let make = || machine_for(pc, at_start, now);
+                    let (backend, created) = registry.get_or_insert(&pc.name, addr, host, make);
+                    if created {
+                        health::spawn_probes(&backend, pc.warmup.clone());
+                    }
+                    if !members.iter().any(|m: &Member| m.backend.addr == addr) {
+                        members.push(Member {
+                            backend,
+                            weight: b.weight,
+                        });
+                    }
+                }
+            }
+            pools.push(Arc::new(Pool {
+                name: Arc::from(pc.name.as_str()),
+                backends: BackendSet::new(members, registry.epoch().clone()),
+                config: pc.clone(),
+            }));
+        }
+        let routes = config
+            .routes
+            .iter()
+            .map(|rc| Route {
+                name: Arc::from(rc.name.as_str()),
+                config: rc.clone(),
+                split: rc
+                    .split
+                    .iter()
+                    .filter_map(|(name, w)| {
+                        let pool = pools.iter().find(|p| &*p.name == name.as_str())?;
+                        Some((pool.clone(), *w))
+                    })
+                    .collect(),
+            })
+            .collect();
+        Snapshot {
+            table: RouteTable::build(&config.routes),
+            config: Arc::new(config),
+            generation,
+            routes,
+            pools,
+            loaded_at: std::time::SystemTime::now(),
+        }
+    }
+
+    /// The route for a request's host and path.
+    pub fn route(&self, host: Option<&str>, path: &str) -> Option<&Route> {
+        self.table.find(host, path).and_then(|i| self.routes.get(i))
+    }
+}
+
+fn machine_for(pc: &PoolConfig, at_start: bool, now: Instant) -> Machine {
+    let (healthy, unhealthy) = pc
+        .warmup
+        .as_ref()
+        .map_or((1, 1), |w| (w.healthy, w.unhealthy));
+    Machine::new(
+        pc.warmup.is_some(),
+        healthy,
+        unhealthy,
+        pc.slow_start.clone(),
+        pc.eject.clone(),
+        at_start,
+        now,
+    )
+}
+
+/// Addresses for a backend target; a name resolves through the system resolver.
+async fn resolve(target: &Target) -> Vec<(std::net::SocketAddr, Option<String>)> {
+    match target {
+        Target::Addr(a) => vec![(*a, None)],
+        Target::Host { name, port } => {
+            match tokio::net::lookup_host((name.as_str(), *port)).await {
+                Ok(addrs) => {
+                    let mut v: Vec<_> = addrs.map(|a| (a, Some(name.clone()))).collect();
+                    v.sort();
+                    v.dedup();
+                    v
+                }
+                Err(e) => {
+                    tracing::warn!(host = %name, error = %e, "backend name did not resolve");
+                    Vec::new()
+                }
+            }
+        }
+    }
+}
+
+// === impl Route ===
+
+impl Route {
+    /// The weight each pool of the split gets now: configured weight times the pool's
+    /// ready capacity with `fallback`, the configured weight without.
+    pub fn effective_split(&self) -> impl Iterator<Item = (&Arc<Pool>, f64)> + Clone + '_ {
+        let fallback = self.config.fallback;
+        self.split.iter().map(move |(pool, w)| {
+            let w = f64::from(*w);
+            let eff = if fallback {
+                w * pool.backends.capacity()
+            } else {
+                w
+            };
+            (pool, eff)
+        })
+    }
+
+    /// Chooses the pool for one request. Precedence: override, sticky key, weight.
+    pub fn pick_pool(&self, keys: &PickKeys<'_>, rng: &mut impl Rng) -> Result<usize, NoReadyPool> {
+        if let Some(name) = keys.override_pool {
+            if let Some(i) = self.split.iter().position(|(p, _)| &*p.name == name) {
+                return if self.split[i].0.backends.has_ready() {
+                    Ok(i)
+                } else {
+                    Err(NoReadyPool)
+                };
+            }
+        }
+        let weights = self.effective_split().map(|(_, w)| w);
+        let chosen = match keys.sticky {
+            Some(key) => {
+                let names = self.split.iter().map(|(p, _)| &*p.name);
+                balance::rendezvous(key, names.zip(weights))
+            }
+            None => balance::weighted(weights, rng.random::<f64>()),
+        };
+        match chosen {
+            Some(i) if self.split[i].0.backends.has_ready() => Ok(i),
+            _ => Err(NoReadyPool),
+        }
+    }
+
+    /// The next pool to try after `tried` pools failed, when `fallback` allows it.
+    pub fn fallback_pool(&self, tried: &[usize], rng: &mut impl Rng) -> Option<usize> {
+        if !self.config.fallback {
+            return None;
+        }
+        let weights =
+            self.effective_split()
+                .enumerate()
+                .map(|(i, (_, w))| if tried.contains(&i) { 0.0 } else { w });
+        balance::weighted(weights, rng.random::<f64>())
+    }
+
+    /// Where this route reads its sticky key from.
+    pub fn sticky(&self) -> Option<&KeySource> {
+        self.config.sticky.as_ref()
+    }
+
+    pub fn override_source(&self) -> Option<&KeySource> {
+        self.config.override_.as_ref()
+    }
+}

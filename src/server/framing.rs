@@ -1,0 +1,375 @@
+//! A strict HTTP/1 framing scanner, free of I/O.
+//!
+//! It walks the bytes a client sends, request head by request head, and knows where
+//! each body ends (Content-Length or chunked), so that every head can be checked
+//! *before* hyper sees it: ambiguous framing (Content-Length with Transfer-Encoding,
+//! differing Content-Lengths, obs-fold), oversized heads and malformed chunk sizes
+//! are refused here. hyper alone would accept some of them (it resolves CL+TE in
+//! favour of chunked), and its own error answers cannot carry `x-cutover-error`.
+
+/// What went wrong in the client's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FramingError {
+    /// Malformed or ambiguous: 400.
+    BadRequest(&'static str),
+    /// The head exceeds the configured limit: 431.
+    HeadTooLarge,
+}
+
+/// Where the scanner stands in the byte stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scan {
+    /// Expecting (the rest of) a request head.
+    Head,
+    /// Inside a body of known length: bytes left.
+    Body(u64),
+    Chunked(Chunk),
+    /// HTTP/2 or an upgraded connection: nothing more to check.
+    Passthrough,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chunk {
+    /// Reading hex digits: (value so far, digits seen).
+    Size(u64, u8),
+    /// After the digits: optional whitespace, then `;ext` or CR.
+    SizeWs(u64),
+    Ext(u64),
+    SizeLf(u64),
+    Data(u64),
+    DataCr,
+    DataLf,
+    TrailerLineStart,
+    TrailerLine,
+    TrailerLineLf,
+    EndLf,
+}
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// Headers per request; hyper is configured with the same number.
+pub const MAX_HEADERS: usize = 128;
+
+/// Result of one scanning step.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// `n` bytes are checked and may be handed on.
+    Consumed(usize),
+    /// Nothing can be decided until more bytes arrive.
+    NeedMore,
+}
+
+/// Scans as far as possible into `buf`. Returns how many leading bytes are checked; the
+/// rest (an incomplete head) waits for more.
+pub fn scan(state: &mut Scan, buf: &[u8], max_head: usize) -> Result<usize, FramingError> {
+    let mut pos = 0;
+    while pos < buf.len() {
+        match step(state, &buf[pos..], max_head)? {
+            Step::Consumed(n) => pos += n,
+            Step::NeedMore => break,
+        }
+    }
+    Ok(pos)
+}
+
+fn step(state: &mut Scan, buf: &[u8], max_head: usize) -> Result<Step, FramingError> {
+    match *state {
+        Scan::Passthrough => Ok(Step::Consumed(buf.len())),
+        Scan::Body(left) => {
+            let n = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+            let left = left - n as u64;
+            *state = if left == 0 {
+                Scan::Head
+            } else {
+                Scan::Body(left)
+            };
+            Ok(Step::Consumed(n))
+        }
+        Scan::Chunked(c) => chunk_step(state, c, buf),
+        Scan::Head => head_step(state, buf, max_head),
+    }
+}
+
+fn head_step(state: &mut Scan, buf: &[u8], max_head: usize) -> Result<Step, FramingError> {
+    if buf.starts_with(b"PRI ") || H2_PREFACE.starts_with(buf) {
+        if buf.len() < H2_PREFACE.len() {
+            return if H2_PREFACE.starts_with(buf) {
+                Ok(Step::NeedMore)
+            } else {
+                Err(FramingError::BadRequest("malformed request line"))
+            };
+        }
+        if buf.starts_with(H2_PREFACE) {
+            *state = Scan::Passthrough;
+            return Ok(Step::Consumed(buf.len()));
+        }
+    }
+    // Tolerate empty lines before a request line (RFC 9112 2.2), as hyper does.
+    let skip = buf
+        .iter()
+        .take_while(|&&b| b == b'\r' || b == b'\n')
+        .count();
+    if skip > 0 {
+        return Ok(Step::Consumed(skip));
+    }
+    let Some(end) = head_end(buf) else {
+        return if buf.len() > max_head {
+            Err(FramingError::HeadTooLarge)
+        } else {
+            Ok(Step::NeedMore)
+        };
+    };
+    if end > max_head {
+        return Err(FramingError::HeadTooLarge);
+    }
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let n = match req.parse(&buf[..end]) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => {
+            return Err(FramingError::BadRequest("malformed request head"))
+        }
+        Err(httparse::Error::TooManyHeaders) => return Err(FramingError::HeadTooLarge),
+        Err(httparse::Error::HeaderName) => {
+            return Err(FramingError::BadRequest(
+                "malformed header line (obs-fold is not accepted)",
+            ))
+        }
+        Err(_) => return Err(FramingError::BadRequest("malformed request head")),
+    };
+    *state = framing_of(&req)?;
+    Ok(Step::Consumed(n))
+}
+
+/// Index just past the blank line that ends a head, if the buffer holds one.
+pub fn head_end(buf: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while let Some(off) = buf[i..].iter().position(|&b| b == b'\n') {
+        let nl = i + off;
+        match buf.get(nl + 1) {
+            Some(b'\n') => return Some(nl + 2),
+            Some(b'\r') if buf.get(nl + 2) == Some(&b'\n') => return Some(nl + 3),
+            _ => {}
+        }
+        i = nl + 1;
+    }
+    None
+}
+
+fn framing_of(req: &httparse::Request<'_, '_>) -> Result<Scan, FramingError> {
+    let mut content_length: Option<u64> = None;
+    let mut transfer_encoding = false;
+    let mut chunked_last = false;
+    let mut hosts = 0;
+    let mut upgrade = false;
+    for h in req.headers.iter() {
+        let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let v = std::str::from_utf8(h.value).map(str::trim).unwrap_or("");
+            if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(FramingError::BadRequest("invalid Content-Length"));
+            }
+            let n: u64 = v
+                .parse()
+                .map_err(|_| FramingError::BadRequest("invalid Content-Length"))?;
+            if content_length.is_some_and(|prev| prev != n) {
+                return Err(FramingError::BadRequest(
+                    "conflicting Content-Length headers",
+                ));
+            }
+            content_length = Some(n);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            transfer_encoding = true;
+            let last = h.value.rsplit(|&b| b == b',').next().unwrap_or(b"");
+            chunked_last = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
+        } else if name.eq_ignore_ascii_case(b"host") {
+            hosts += 1;
+        } else if name.eq_ignore_ascii_case(b"upgrade") {
+            upgrade = true;
+        }
+    }
+    if hosts > 1 {
+        return Err(FramingError::BadRequest("more than one Host header"));
+    }
+    if transfer_encoding {
+        if req.version == Some(0) {
+            return Err(FramingError::BadRequest(
+                "Transfer-Encoding in an HTTP/1.0 request",
+            ));
+        }
+        if content_length.is_some() {
+            return Err(FramingError::BadRequest(
+                "both Content-Length and Transfer-Encoding",
+            ));
+        }
+        if !chunked_last {
+            return Err(FramingError::BadRequest(
+                "Transfer-Encoding must end in chunked",
+            ));
+        }
+        return Ok(Scan::Chunked(Chunk::Size(0, 0)));
+    }
+    if upgrade && req.version == Some(1) {
+        // After a (possible) protocol switch the bytes are no longer HTTP/1.
+        return Ok(Scan::Passthrough);
+    }
+    Ok(match content_length {
+        Some(n) if n > 0 => Scan::Body(n),
+        _ => Scan::Head,
+    })
+}
+
+fn chunk_step(state: &mut Scan, c: Chunk, buf: &[u8]) -> Result<Step, FramingError> {
+    const BAD: FramingError = FramingError::BadRequest("malformed chunked body");
+    if let Chunk::Data(left) = c {
+        let n = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+        let left = left - n as u64;
+        *state = Scan::Chunked(if left == 0 {
+            Chunk::DataCr
+        } else {
+            Chunk::Data(left)
+        });
+        return Ok(Step::Consumed(n));
+    }
+    let b = buf[0];
+    let next = match c {
+        Chunk::Size(v, digits) => match hex(b) {
+            Some(d) if digits < 15 => Chunk::Size(v << 4 | u64::from(d), digits + 1),
+            Some(_) => return Err(FramingError::BadRequest("chunk size too large")),
+            None if digits == 0 => return Err(FramingError::BadRequest("invalid chunk size")),
+            None => match b {
+                b' ' | b'\t' => Chunk::SizeWs(v),
+                b';' => Chunk::Ext(v),
+                b'\r' => Chunk::SizeLf(v),
+                _ => return Err(FramingError::BadRequest("invalid chunk size")),
+            },
+        },
+        Chunk::SizeWs(v) => match b {
+            b' ' | b'\t' => Chunk::SizeWs(v),
+            b';' => Chunk::Ext(v),
+            b'\r' => Chunk::SizeLf(v),
+            _ => return Err(FramingError::BadRequest("invalid chunk size")),
+        },
+        Chunk::Ext(v) => match b {
+            b'\r' => Chunk::SizeLf(v),
+            b'\n' => return Err(BAD),
+            _ => Chunk::Ext(v),
+        },
+        Chunk::SizeLf(0) if b == b'\n' => Chunk::TrailerLineStart,
+        Chunk::SizeLf(v) if b == b'\n' => Chunk::Data(v),
+        Chunk::DataCr if b == b'\r' => Chunk::DataLf,
+        Chunk::DataLf if b == b'\n' => Chunk::Size(0, 0),
+        Chunk::TrailerLineStart => match b {
+            b'\r' => Chunk::EndLf,
+            b'\n' => return Err(BAD),
+            _ => Chunk::TrailerLine,
+        },
+        Chunk::TrailerLine => match b {
+            b'\r' => Chunk::TrailerLineLf,
+            b'\n' => return Err(BAD),
+            _ => Chunk::TrailerLine,
+        },
+        Chunk::TrailerLineLf if b == b'\n' => Chunk::TrailerLineStart,
+        Chunk::EndLf if b == b'\n' => {
+            *state = Scan::Head;
+            return Ok(Step::Consumed(1));
+        }
+        _ => return Err(BAD),
+    };
+    *state = Scan::Chunked(next);
+    Ok(Step::Consumed(1))
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(input: &[u8]) -> Result<(usize, Scan), FramingError> {
+        let mut s = Scan::Head;
+        scan(&mut s, input, 8192).map(|n| (n, s))
+    }
+
+    #[test]
+    fn plain_requests_pass_whole() {
+        let two = b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert_eq!(run(two), Ok((two.len(), Scan::Head)));
+        let body = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabcGET";
+        assert_eq!(
+            run(body),
+            Ok((body.len() - 3, Scan::Head)),
+            "next head incomplete"
+        );
+    }
+
+    #[test]
+    fn chunked_body_is_followed_to_its_end() {
+        let req = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n\
+                    4;x=y\r\nWiki\r\n5\r\npedia\r\n0\r\nTrailer: v\r\n\r\n";
+        assert_eq!(run(req), Ok((req.len(), Scan::Head)));
+        // Fed one byte at a time the outcome is the same.
+        let mut s = Scan::Head;
+        let mut fed = 0;
+        let mut pending: Vec<u8> = Vec::new();
+        for &b in req.iter() {
+            pending.push(b);
+            let n = scan(&mut s, &pending, 8192).expect("valid");
+            pending.drain(..n);
+            fed += n;
+        }
+        assert_eq!((fed, s), (req.len(), Scan::Head));
+    }
+
+    #[test]
+    fn smuggling_vectors_are_refused() {
+        let cases: &[&[u8]] = &[
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4, 5\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nX-A: b\r\n c\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffff\r\n",
+        ];
+        for c in cases {
+            assert!(
+                matches!(run(c), Err(FramingError::BadRequest(_))),
+                "accepted: {}",
+                String::from_utf8_lossy(c)
+            );
+        }
+    }
+
+    #[test]
+    fn oversized_head_is_431() {
+        let mut s = Scan::Head;
+        let mut big = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        big.resize(9000, b'a');
+        assert_eq!(scan(&mut s, &big, 8192), Err(FramingError::HeadTooLarge));
+    }
+
+    #[test]
+    fn h2_preface_switches_to_passthrough() {
+        let mut s = Scan::Head;
+        assert_eq!(scan(&mut s, b"PRI * HT", 8192), Ok(0));
+        assert_eq!(scan(&mut s, H2_PREFACE, 8192), Ok(H2_PREFACE.len()));
+        assert_eq!(s, Scan::Passthrough);
+    }
+
+    #[test]
+    fn upgrade_switches_to_passthrough() {
+        let req = b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n\x81\x05";
+        assert_eq!(run(req), Ok((req.len(), Scan::Passthrough)));
+    }
+}

@@ -1,0 +1,328 @@
+//! The client connection's I/O, checked before hyper reads it.
+//!
+//! [`Guarded`] sits between the TCP stream and hyper. Every byte passes the framing
+//! scanner first; a request head reaches hyper only once it is complete and valid. A bad
+//! head never reaches hyper at all: the guard answers it itself (with
+//! `x-cutover-error`), then ends the stream. It also enforces the two client clocks:
+//! the whole head within `client_header_timeout` (slow-loris), and `idle_timeout`
+//! between requests.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use std::future::Future;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+use super::framing::{self, FramingError, Scan};
+use crate::proxy::ProxyError;
+
+/// Per-connection facts the service writes and the guard reads.
+#[derive(Debug)]
+pub struct ConnShared {
+    /// Requests of this connection inside the service now.
+    pub in_flight: AtomicUsize,
+    /// When the last response left the service, as milliseconds since `opened`.
+    last_done_ms: AtomicU64,
+    opened: Instant,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct GuardLimits {
+    pub max_head: usize,
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+}
+
+/// A client stream whose request heads are checked before hyper parses them.
+pub struct Guarded<IO> {
+    io: IO,
+    /// Bytes read from the client that hyper has not had yet: checked ones first
+    /// (`checked` of them), then the start of an incomplete head.
+    pending: BytesMut,
+    checked: usize,
+    /// Where the search for the end of the incomplete head in `pending` resumes.
+    searched: usize,
+    scan: Scan,
+    limits: GuardLimits,
+    clock: Pin<Box<Sleep>>,
+    clock_for: Clock,
+    /// Set once the guard answered the client itself: the bytes still to write.
+    failing: Option<(bytes::Bytes, bool)>,
+    shared: Arc<ConnShared>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Clock {
+    Off,
+    /// A head has started and must complete by the deadline.
+    Header,
+    /// Between requests.
+    Idle,
+}
+
+impl ConnShared {
+    pub fn new() -> Arc<Self> {
+        Arc::new(ConnShared {
+            in_flight: AtomicUsize::new(0),
+            last_done_ms: AtomicU64::new(0),
+            opened: Instant::now(),
+        })
+    }
+
+    pub fn request_started(&self) {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub fn request_done(&self) {
+        let ms = self.opened.elapsed().as_millis() as u64;
+        self.last_done_ms.store(ms, Ordering::Release);
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    fn idle_since(&self) -> Instant {
+        self.opened + Duration::from_millis(self.last_done_ms.load(Ordering::Acquire))
+    }
+}
+
+impl<IO> Guarded<IO> {
+    pub fn new(io: IO, limits: GuardLimits, shared: Arc<ConnShared>) -> Self {
+        let deadline = Instant::now() + limits.idle_timeout;
+        Guarded {
+            io,
+            pending: BytesMut::new(),
+            checked: 0,
+            searched: 0,
+            scan: Scan::Head,
+            limits,
+            clock: Box::pin(tokio::time::sleep_until(deadline)),
+            clock_for: Clock::Idle,
+            failing: None,
+            shared,
+        }
+    }
+
+    fn fail(&mut self, err: FramingError) {
+        let e = match err {
+            FramingError::BadRequest(why) => ProxyError::BadRequest(why),
+            FramingError::HeadTooLarge => ProxyError::HeadersTooLarge,
+        };
+        tracing::debug!(error = %e, "refused client bytes");
+        self.failing = Some((e.raw_response(), false));
+        self.pending.clear();
+        self.checked = 0;
+    }
+
+    /// Checks more of `pending`; returns whether anything new became releasable.
+    fn check_pending(&mut self) -> Result<(), FramingError> {
+        if self.scan == Scan::Head {
+            let from = self.searched.saturating_sub(3);
+            if framing::head_end(&self.pending[self.checked + from..]).is_none() {
+                self.searched = self.pending.len() - self.checked;
+                if self.searched > self.limits.max_head {
+                    return Err(FramingError::HeadTooLarge);
+                }
+                return Ok(());
+            }
+        }
+        let n = framing::scan(
+            &mut self.scan,
+            &self.pending[self.checked..],
+            self.limits.max_head,
+        )?;
+        self.checked += n;
+        if n > 0 {
+            self.searched = 0;
+        }
+        Ok(())
+    }
+
+    fn set_clock(&mut self, want: Clock) {
+        if self.clock_for == want {
+            return;
+        }
+        self.clock_for = want;
+        let deadline = match want {
+            Clock::Off => return,
+            Clock::Header => Instant::now() + self.limits.header_timeout,
+            Clock::Idle => Instant::now().max(self.shared.idle_since()) + self.limits.idle_timeout,
+        };
+        self.clock.as_mut().reset(deadline);
+    }
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> Guarded<IO> {
+    /// Writes the guard's own answer, then reports end of stream to hyper.
+    fn poll_fail(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while let Some((bytes, done)) = &mut self.failing {
+            if *done {
+                return Poll::Ready(Ok(()));
+            }
+            if bytes.is_empty() {
+                ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+                *done = true;
+                continue;
+            }
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, bytes))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            bytes.advance(n);
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// The clocks: `Ready(true)` when the connection must end now.
+    fn poll_clock(&mut self, cx: &mut Context<'_>) -> bool {
+        let want = match self.scan {
+            Scan::Head if self.pending.len() > self.checked => Clock::Header,
+            Scan::Head => Clock::Idle,
+            _ => Clock::Off,
+        };
+        self.set_clock(want);
+        if want == Clock::Off || self.clock.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+        match want {
+            Clock::Header => {
+                self.failing = Some((ProxyError::ClientTimeout.raw_response(), false));
+                true
+            }
+            _ => {
+                // Idle: only when no request of this connection is still being served.
+                let busy = self.shared.in_flight.load(Ordering::Acquire) > 0;
+                let until = self.shared.idle_since() + self.limits.idle_timeout;
+                if busy || until > Instant::now() {
+                    let next = if busy {
+                        Instant::now() + self.limits.idle_timeout
+                    } else {
+                        until
+                    };
+                    self.clock.as_mut().reset(next);
+                    let _ = self.clock.as_mut().poll(cx);
+                    return false;
+                }
+                self.failing = Some((bytes::Bytes::new(), true));
+                true
+            }
+        }
+    }
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for Guarded<IO> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            if this.failing.is_some() {
+                return this.poll_fail(cx);
+            }
+            // 1. Hand over what is already checked.
+            if this.checked > 0 {
+                let n = this.checked.min(out.remaining());
+                out.put_slice(&this.pending[..n]);
+                this.pending.advance(n);
+                this.checked -= n;
+                return Poll::Ready(Ok(()));
+            }
+            if this.scan == Scan::Passthrough && this.pending.is_empty() {
+                return Pin::new(&mut this.io).poll_read(cx, out);
+            }
+            if this.poll_clock(cx) {
+                continue;
+            }
+            // 2. Nothing pending: read straight into hyper's buffer and check in place;
+            // only an incomplete head is held back.
+            if this.pending.is_empty() {
+                let before = out.filled().len();
+                ready!(Pin::new(&mut this.io).poll_read(cx, out))?;
+                let fresh = &out.filled()[before..];
+                if fresh.is_empty() {
+                    return Poll::Ready(Ok(()));
+                }
+                match framing::scan(&mut this.scan, fresh, this.limits.max_head) {
+                    Ok(n) => {
+                        if n < fresh.len() {
+                            this.pending.extend_from_slice(&fresh[n..]);
+                            this.searched = 0;
+                            out.set_filled(before + n);
+                        }
+                        if n > 0 {
+                            return Poll::Ready(Ok(()));
+                        }
+                        if let Err(e) = this.check_pending() {
+                            this.fail(e);
+                        }
+                        continue;
+                    }
+                    Err(e) => {
+                        out.set_filled(before);
+                        this.fail(e);
+                        continue;
+                    }
+                }
+            }
+            // 3. An incomplete head is pending: read more behind it.
+            let mut chunk = [0u8; 4096];
+            let mut buf = ReadBuf::new(&mut chunk);
+            ready!(Pin::new(&mut this.io).poll_read(cx, &mut buf))?;
+            if buf.filled().is_empty() {
+                // The client went away mid-head; hyper never saw any of it.
+                this.pending.clear();
+                return Poll::Ready(Ok(()));
+            }
+            this.pending.extend_from_slice(buf.filled());
+            if let Err(e) = this.check_pending() {
+                this.fail(e);
+            }
+        }
+    }
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Guarded<IO> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.failing.is_some() {
+            // The guard has answered; whatever hyper says after that is dropped.
+            return Poll::Ready(Ok(buf.len()));
+        }
+        Pin::new(&mut this.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.failing.is_some() {
+            return Poll::Ready(Ok(bufs.iter().map(|b| b.len()).sum()));
+        }
+        Pin::new(&mut this.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}

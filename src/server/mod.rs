@@ -1,0 +1,214 @@
+//! Listeners and connections: binds the proxy and admin ports, serves each client
+//! connection through the [`guard`] and hyper, and drains everything on shutdown.
+
+pub mod framing;
+pub mod guard;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::health::Registry;
+use crate::proxy::{Client, Proxy};
+use crate::routing::Snapshot;
+use guard::{ConnShared, GuardLimits, Guarded};
+
+/// State shared by the listeners, the admin endpoints and reload.
+///
+/// `live` is written only by start-up and reload (one atomic swap each), read by every
+/// request; `registry` keeps backend health across those swaps.
+#[derive(Debug)]
+pub struct Shared {
+    pub live: Arc<ArcSwap<Snapshot>>,
+    pub registry: Registry,
+    /// True once a config is loaded and every listener is bound (`/readyz`).
+    pub ready: AtomicBool,
+    /// Requests inside the proxy service now, over all connections.
+    pub in_flight: AtomicUsize,
+    /// Open client connections.
+    pub connections: AtomicUsize,
+}
+
+/// A started cutover: where it listens and how to stop it.
+#[derive(Debug)]
+pub struct Running {
+    pub http_addrs: Vec<SocketAddr>,
+    pub admin_addr: SocketAddr,
+    pub shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    accept_loops: Vec<JoinHandle<()>>,
+    graceful: Arc<GracefulShutdown>,
+}
+
+/// How a shutdown went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drained {
+    /// Requests still running when the grace period ended.
+    pub cut: usize,
+}
+
+/// Binds the admin port, builds the first snapshot, binds the proxy ports and starts
+/// serving. Must run inside a tokio runtime.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    if !config.listen.https.is_empty() {
+        tracing::warn!(
+            "https listeners are configured but TLS is not built yet; they are not bound"
+        );
+    }
+    let admin_listener = TcpListener::bind(config.admin)
+        .await
+        .with_context(|| format!("binding admin listener {}", config.admin))?;
+    let admin_addr = admin_listener.local_addr()?;
+    let registry = Registry::new();
+    let snapshot = Snapshot::build(config, &registry, 1, true).await;
+    let shared = Arc::new(Shared {
+        live: Arc::new(ArcSwap::from_pointee(snapshot)),
+        registry,
+        ready: AtomicBool::new(false),
+        in_flight: AtomicUsize::new(0),
+        connections: AtomicUsize::new(0),
+    });
+    let (stop, stopped) = watch::channel(false);
+    let mut accept_loops = vec![tokio::spawn(crate::admin::serve(
+        admin_listener,
+        shared.clone(),
+        stopped.clone(),
+    ))];
+
+    let graceful = Arc::new(GracefulShutdown::new());
+    let mut http_addrs = Vec::new();
+    let listen = shared.live.load().config.listen.http.clone();
+    for addr in listen {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding proxy listener {addr}"))?;
+        let local = listener.local_addr()?;
+        tracing::info!(addr = %local, "listening (http)");
+        http_addrs.push(local);
+        accept_loops.push(tokio::spawn(accept(
+            listener,
+            shared.clone(),
+            stopped.clone(),
+            graceful.clone(),
+        )));
+    }
+    tracing::info!(addr = %admin_addr, "admin listening");
+    shared.ready.store(true, Ordering::Release);
+    Ok(Running {
+        http_addrs,
+        admin_addr,
+        shared,
+        stop,
+        accept_loops,
+        graceful,
+    })
+}
+
+impl Running {
+    /// Stops accepting, lets in-flight requests finish for up to `grace`, and reports how
+    /// many were cut.
+    pub async fn shutdown(self, grace: Duration) -> Drained {
+        self.shared.ready.store(false, Ordering::Release);
+        let _ = self.stop.send(true);
+        for l in self.accept_loops {
+            let _ = l.await;
+        }
+        // The accept loops have ended, so this is the last handle.
+        if let Ok(g) = Arc::try_unwrap(self.graceful) {
+            if tokio::time::timeout(grace, g.shutdown()).await.is_err() {
+                let cut = self.shared.in_flight.load(Ordering::Acquire);
+                tracing::warn!(
+                    cut,
+                    "shutdown grace period ended with requests still running"
+                );
+                return Drained { cut };
+            }
+        }
+        Drained { cut: 0 }
+    }
+}
+
+async fn accept(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+    graceful: Arc<GracefulShutdown>,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = stop.changed() => return,
+            r = listener.accept() => match r {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        serve(stream, peer, shared.clone(), &graceful);
+    }
+}
+
+/// Serves one client connection on its own task, watched by graceful shutdown.
+fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, graceful: &GracefulShutdown) {
+    let _ = stream.set_nodelay(true);
+    let limits = {
+        let snap = shared.live.load();
+        let l = &snap.config.limits;
+        GuardLimits {
+            max_head: l.max_header_bytes,
+            header_timeout: l.client_header_timeout,
+            idle_timeout: l.idle_timeout,
+        }
+    };
+    let conn_shared = ConnShared::new();
+    let io = TokioIo::new(Guarded::new(stream, limits, conn_shared.clone()));
+    let proxy = Proxy::new(shared.live.clone());
+    let client = Client { peer, tls: false };
+    let counters = shared.clone();
+    let svc = service_fn(move |req| {
+        let proxy = proxy.clone();
+        let conn_shared = conn_shared.clone();
+        let counters = counters.clone();
+        async move {
+            conn_shared.request_started();
+            counters.in_flight.fetch_add(1, Ordering::Relaxed);
+            let resp = proxy.handle(req, client).await;
+            counters.in_flight.fetch_sub(1, Ordering::Relaxed);
+            conn_shared.request_done();
+            Ok::<_, Infallible>(resp)
+        }
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(None)
+        .max_headers(framing::MAX_HEADERS)
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
+    let conn = builder.serve_connection_with_upgrades(io, svc).into_owned();
+    let watched = graceful.watch(conn);
+    shared.connections.fetch_add(1, Ordering::Relaxed);
+    tokio::spawn(async move {
+        if let Err(e) = watched.await {
+            tracing::debug!(client = %peer, error = %e, "client connection ended with an error");
+        }
+        shared.connections.fetch_sub(1, Ordering::Relaxed);
+    });
+}
