@@ -87,7 +87,8 @@ impl Checker<'_> {
             None => Some(SocketAddr::from(([127, 0, 0, 1], 9900))),
         }
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9900)));
-        if listen.http.contains(&admin) || listen.https.contains(&admin) {
+        // Port 0 asks the kernel for a free port, so it can never clash.
+        if admin.port() != 0 && (listen.http.contains(&admin) || listen.https.contains(&admin)) {
             let span = raw.admin.listen.as_ref().map_or(0..0, |s| s.span());
             self.error(
                 span,
