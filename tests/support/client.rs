@@ -30,7 +30,10 @@ impl Reply {
 
 /// GET `path` with `headers`, over a new HTTP/1.1 connection.
 pub async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Reply {
-    let mut b = Request::get(path).header("host", "example.test");
+    let mut b = Request::get(path);
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        b = b.header("host", "example.test");
+    }
     for (k, v) in headers {
         b = b.header(*k, *v);
     }
@@ -57,11 +60,36 @@ pub async fn request(addr: SocketAddr, req: Request<Full<Bytes>>) -> Reply {
     }
 }
 
-/// Writes `bytes` and reads until the peer closes or 5 s pass.
+/// Writes `bytes` and reads one response (by its Content-Length), or until the peer
+/// closes, or 5 s pass.
 pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
     let mut s = TcpStream::connect(addr).await.expect("connect");
     s.write_all(bytes).await.expect("write");
     let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    let read = async {
+        let mut buf = [0u8; 16384];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+            if response_complete(&out) {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), read).await;
     String::from_utf8_lossy(&out).into_owned()
+}
+
+fn response_complete(out: &[u8]) -> bool {
+    let Some(end) = out.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&out[..end]).to_lowercase();
+    let len = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    matches!(len, Some(n) if out.len() >= end + 4 + n)
 }
