@@ -19,13 +19,18 @@ async fn the_most_specific_route_wins_whatever_the_file_order() {
     let routes = [
         ("wild-deep", "hosts = [\"*.ads.example.com\"]"),
         ("any-ad", "path_prefix = \"/ad/\""),
-        ("exact-ad", "hosts = [\"api.example.com\"]\npath_prefix = \"/ad\""),
+        (
+            "exact-ad",
+            "hosts = [\"api.example.com\"]\npath_prefix = \"/ad\"",
+        ),
         ("wild", "hosts = [\"*.example.com\"]"),
         ("exact", "hosts = [\"api.example.com\"]"),
         ("any", ""),
     ];
     for (n, extra) in routes {
-        text.push_str(&format!("[[routes]]\nname = \"{n}\"\n{extra}\nsplit = {{ {n} = 1 }}\n"));
+        text.push_str(&format!(
+            "[[routes]]\nname = \"{n}\"\n{extra}\nsplit = {{ {n} = 1 }}\n"
+        ));
     }
     let proxy = Proxy::start(&text).await;
     let cases = [
@@ -57,7 +62,11 @@ async fn nothing_matching_is_404_no_route() {
         u.addr
     );
     let proxy = Proxy::start(&text).await;
-    for (host, path) in [("a.example.com", "/apix"), ("b.example.com", "/api"), ("example.com", "/api")] {
+    for (host, path) in [
+        ("a.example.com", "/apix"),
+        ("b.example.com", "/api"),
+        ("example.com", "/api"),
+    ] {
         let r = get(proxy.addr, path, &[("host", host)]).await;
         assert_eq!(r.status, 404, "{host}{path}");
         assert_eq!(r.header("x-cutover-error"), Some("no_route"));

@@ -59,13 +59,24 @@ async fn ambiguous_framing_is_refused_and_never_forwarded() {
     for (name, bytes) in VECTORS {
         let out = raw(proxy.addr, bytes).await;
         assert!(out.starts_with("HTTP/1.1 400"), "{name}: {out}");
-        assert!(out.contains("x-cutover-error: bad_request"), "{name}: {out}");
-        assert!(!out.contains("HTTP/1.1 200"), "{name}: a request got through: {out}");
+        assert!(
+            out.contains("x-cutover-error: bad_request"),
+            "{name}: {out}"
+        );
+        assert!(
+            !out.contains("HTTP/1.1 200"),
+            "{name}: a request got through: {out}"
+        );
     }
     // The bad chunk case may have sent its head before the body was seen; no other
     // vector may reach the backend at all, and nothing was ever smuggled.
     assert!(up.hits() <= 1, "backend saw {} requests", up.hits());
-    assert!(!up.seen.lock().expect("lock").iter().any(|h| h.contains("/smuggled")));
+    assert!(!up
+        .seen
+        .lock()
+        .expect("lock")
+        .iter()
+        .any(|h| h.contains("/smuggled")));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -73,7 +84,10 @@ async fn slow_loris_is_cut_off_while_others_are_served() {
     let up = Upstream::start("u").await;
     let proxy = proxy_with(&up, "[limits]\nclient_header_timeout = \"500ms\"").await;
     let mut loris = TcpStream::connect(proxy.addr).await.expect("connect");
-    loris.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n").await.expect("write");
+    loris
+        .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n")
+        .await
+        .expect("write");
     let started = std::time::Instant::now();
     let mut cut = false;
     // Keep trickling a header byte at a time; meanwhile others must be served.
@@ -87,14 +101,20 @@ async fn slow_loris_is_cut_off_while_others_are_served() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let _ = i;
         let mut buf = [0u8; 512];
-        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(1), loris.read(&mut buf)).await {
+        if let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_millis(1), loris.read(&mut buf)).await
+        {
             let got = String::from_utf8_lossy(&buf[..n]).to_string();
             assert!(n == 0 || got.starts_with("HTTP/1.1 408"), "{got}");
             cut = true;
             break;
         }
     }
-    assert!(cut, "slow client still connected after {:?}", started.elapsed());
+    assert!(
+        cut,
+        "slow client still connected after {:?}",
+        started.elapsed()
+    );
     assert!(started.elapsed() < Duration::from_secs(3));
 }
 
@@ -103,7 +123,9 @@ async fn idle_keep_alive_connections_are_closed() {
     let up = Upstream::start("u").await;
     let proxy = proxy_with(&up, "[limits]\nidle_timeout = \"300ms\"").await;
     let mut s = TcpStream::connect(proxy.addr).await.expect("connect");
-    s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await.expect("write");
+    s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .expect("write");
     let mut buf = vec![0u8; 65536];
     let n = s.read(&mut buf).await.expect("response");
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
@@ -123,7 +145,12 @@ async fn idle_keep_alive_connections_are_closed() {
 async fn garbage_gets_400_and_the_proxy_keeps_serving() {
     let up = Upstream::start("u").await;
     let proxy = proxy_with(&up, "").await;
-    for junk in [&b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n"[..], b"GET\r\n\r\n", b"GET / HTTP/9.9\r\n\r\n", b"\0\0\0\0\r\n\r\n"] {
+    for junk in [
+        &b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n"[..],
+        b"GET\r\n\r\n",
+        b"GET / HTTP/9.9\r\n\r\n",
+        b"\0\0\0\0\r\n\r\n",
+    ] {
         let out = raw(proxy.addr, junk).await;
         assert!(out.starts_with("HTTP/1.1 400") || out.is_empty(), "{out}");
     }

@@ -55,20 +55,36 @@ async fn sticky_key_keeps_its_pool_and_ramping_only_moves_keys_in() {
     let users: Vec<String> = (0..200).map(|i| format!("user-{i}")).collect();
     let mut placed = Vec::new();
     for u in &users {
-        let first = get(proxy.addr, "/", &[("x-user", u)]).await.upstream().to_owned();
+        let first = get(proxy.addr, "/", &[("x-user", u)])
+            .await
+            .upstream()
+            .to_owned();
         for _ in 0..3 {
-            assert_eq!(get(proxy.addr, "/", &[("x-user", u)]).await.upstream(), first, "{u} moved");
+            assert_eq!(
+                get(proxy.addr, "/", &[("x-user", u)]).await.upstream(),
+                first,
+                "{u} moved"
+            );
         }
         placed.push(first);
     }
     let mut in_k8s = placed.iter().filter(|p| *p == "k8s").count();
-    assert!(in_k8s > 0 && in_k8s < 60, "k8s holds {in_k8s} of 200 at 10/110");
+    assert!(
+        in_k8s > 0 && in_k8s < 60,
+        "k8s holds {in_k8s} of 200 at 10/110"
+    );
     for w in [50, 100, 400] {
         proxy.reload(&two_pools(&ecs, &k8s, &route(w))).await;
         let mut now = Vec::new();
         for (u, before) in users.iter().zip(&placed) {
-            let p = get(proxy.addr, "/", &[("x-user", u)]).await.upstream().to_owned();
-            assert!(p == *before || p == "k8s", "{u} moved {before} -> {p} while k8s was raised to {w}");
+            let p = get(proxy.addr, "/", &[("x-user", u)])
+                .await
+                .upstream()
+                .to_owned();
+            assert!(
+                p == *before || p == "k8s",
+                "{u} moved {before} -> {p} while k8s was raised to {w}"
+            );
             now.push(p);
         }
         let grown = now.iter().filter(|p| *p == "k8s").count();
@@ -76,19 +92,38 @@ async fn sticky_key_keeps_its_pool_and_ramping_only_moves_keys_in() {
         in_k8s = grown;
         placed = now;
     }
-    assert!(in_k8s > 150, "at 400/500 k8s should hold most keys, holds {in_k8s}");
+    assert!(
+        in_k8s > 150,
+        "at 400/500 k8s should hold most keys, holds {in_k8s}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sticky_by_cookie_and_without_key_is_random() {
     let (ecs, k8s) = pools().await;
-    let proxy = Proxy::start(&two_pools(&ecs, &k8s, "split = { ecs = 50, k8s = 50 }\nsticky = \"cookie:uid\"")).await;
-    let first = get(proxy.addr, "/", &[("cookie", "a=1; uid=u-7")]).await.upstream().to_owned();
+    let proxy = Proxy::start(&two_pools(
+        &ecs,
+        &k8s,
+        "split = { ecs = 50, k8s = 50 }\nsticky = \"cookie:uid\"",
+    ))
+    .await;
+    let first = get(proxy.addr, "/", &[("cookie", "a=1; uid=u-7")])
+        .await
+        .upstream()
+        .to_owned();
     for _ in 0..20 {
-        assert_eq!(get(proxy.addr, "/", &[("cookie", "uid=u-7; b=2")]).await.upstream(), first);
+        assert_eq!(
+            get(proxy.addr, "/", &[("cookie", "uid=u-7; b=2")])
+                .await
+                .upstream(),
+            first
+        );
     }
     let (e, k) = count(&proxy, 100, &[]).await;
-    assert!(e > 10 && k > 10, "no key: random pick expected, got {e}/{k}");
+    assert!(
+        e > 10 && k > 10,
+        "no key: random pick expected, got {e}/{k}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -109,7 +144,8 @@ async fn override_names_any_pool_of_the_route() {
 #[tokio::test(flavor = "multi_thread")]
 async fn override_to_a_pool_without_ready_backends_is_503() {
     let (ecs, k8s) = pools().await;
-    k8s.ready_status.store(503, std::sync::atomic::Ordering::SeqCst);
+    k8s.ready_status
+        .store(503, std::sync::atomic::Ordering::SeqCst);
     let text = format!(
         "[pools.ecs]\nbackends = [\"{}\"]\n[pools.k8s]\nbackends = [\"{}\"]\nwarmup = {{ path = \"/ready\", interval = \"50ms\" }}\n\
          [[routes]]\nname = \"r\"\nsplit = {{ ecs = 50, k8s = 50 }}\noverride = \"cookie:pool\"\n",
@@ -132,11 +168,17 @@ fn warming_k8s(ecs: &Upstream, k8s: &Upstream, fallback: bool) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn fallback_on_moves_an_unready_pools_share_to_the_others() {
     let (ecs, k8s) = pools().await;
-    k8s.ready_status.store(503, std::sync::atomic::Ordering::SeqCst);
+    k8s.ready_status
+        .store(503, std::sync::atomic::Ordering::SeqCst);
     let proxy = Proxy::start(&warming_k8s(&ecs, &k8s, true)).await;
     let (e, k) = count(&proxy, 50, &[]).await;
-    assert_eq!((e, k), (50, 0), "a warming pool gets nothing; ecs absorbs its share");
-    k8s.ready_status.store(200, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        (e, k),
+        (50, 0),
+        "a warming pool gets nothing; ecs absorbs its share"
+    );
+    k8s.ready_status
+        .store(200, std::sync::atomic::Ordering::SeqCst);
     eventually("k8s becomes ready and takes traffic", async || {
         get(proxy.addr, "/", &[]).await.upstream() == "k8s"
     })
@@ -146,7 +188,8 @@ async fn fallback_on_moves_an_unready_pools_share_to_the_others() {
 #[tokio::test(flavor = "multi_thread")]
 async fn fallback_off_gives_an_unready_pools_share_503() {
     let (ecs, k8s) = pools().await;
-    k8s.ready_status.store(503, std::sync::atomic::Ordering::SeqCst);
+    k8s.ready_status
+        .store(503, std::sync::atomic::Ordering::SeqCst);
     let proxy = Proxy::start(&warming_k8s(&ecs, &k8s, false)).await;
     let mut errors = 0;
     for _ in 0..200 {
@@ -158,6 +201,9 @@ async fn fallback_off_gives_an_unready_pools_share_503() {
             assert_eq!(r.upstream(), "ecs");
         }
     }
-    assert!((50..=150).contains(&errors), "about half should be 503, got {errors}");
+    assert!(
+        (50..=150).contains(&errors),
+        "about half should be 503, got {errors}"
+    );
     assert_eq!(k8s.hits(), 0, "a warming backend never sees a request");
 }

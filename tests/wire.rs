@@ -44,17 +44,33 @@ async fn request_headers_follow_the_rules() {
     assert_eq!(r.status, 200);
     let seen = up.last_seen().to_lowercase();
     assert!(seen.starts_with("get /path?q=1 http/1.1"), "{seen}");
-    assert!(seen.contains("host: example.test\n"), "Host preserved: {seen}");
-    assert!(seen.contains("x-forwarded-for: 203.0.113.9, 127.0.0.1\n"), "{seen}");
+    assert!(
+        seen.contains("host: example.test\n"),
+        "Host preserved: {seen}"
+    );
+    assert!(
+        seen.contains("x-forwarded-for: 203.0.113.9, 127.0.0.1\n"),
+        "{seen}"
+    );
     assert!(seen.contains("x-forwarded-proto: http\n"), "{seen}");
     assert!(seen.contains("x-forwarded-host: example.test\n"), "{seen}");
     assert!(seen.contains("x-request-id: abc-123\n"), "{seen}");
     assert!(seen.contains("x-custom: kept\n"), "{seen}");
-    for gone in ["x-private", "keep-alive", "te:", "proxy-authorization", "connection"] {
+    for gone in [
+        "x-private",
+        "keep-alive",
+        "te:",
+        "proxy-authorization",
+        "connection",
+    ] {
         assert!(!seen.contains(gone), "{gone} reached the backend: {seen}");
     }
     assert_eq!(r.header("x-request-id"), Some("abc-123"));
-    assert_eq!(r.header("keep-alive"), None, "hop-by-hop response header removed");
+    assert_eq!(
+        r.header("keep-alive"),
+        None,
+        "hop-by-hop response header removed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -75,7 +91,8 @@ async fn a_missing_or_insane_request_id_is_replaced_and_returned() {
 async fn backend_status_passes_through_untouched() {
     let up = Upstream::start("u").await;
     let proxy = Proxy::start(&one_pool(&[up.addr.to_string()], "")).await;
-    up.ready_status.store(418, std::sync::atomic::Ordering::SeqCst);
+    up.ready_status
+        .store(418, std::sync::atomic::Ordering::SeqCst);
     let r = get(proxy.addr, "/ready", &[]).await;
     assert_eq!(r.status, 418);
     assert_eq!(r.header("x-cutover-error"), None);
@@ -118,7 +135,11 @@ async fn retries_go_to_another_backend_when_allowed() {
     let refused = closed_port().await;
     let (reset, reset_hits) = RawUpstream::Reset.start().await;
     let proxy = Proxy::start(&one_pool(
-        &[good.addr.to_string(), refused.to_string(), reset.to_string()],
+        &[
+            good.addr.to_string(),
+            refused.to_string(),
+            reset.to_string(),
+        ],
         "[limits]\nretries = 2\n[pools.p.eject]\nconsecutive_failures = 1000\n",
     ))
     .await;
@@ -145,13 +166,20 @@ async fn retries_go_to_another_backend_when_allowed() {
         }
     }
     let after = reset_hits.load(std::sync::atomic::Ordering::SeqCst);
-    assert!(saw_reset && after > before, "some POSTs should have hit the resetting backend");
+    assert!(
+        saw_reset && after > before,
+        "some POSTs should have hit the resetting backend"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn body_limits_413() {
     let up = Upstream::start("u").await;
-    let proxy = Proxy::start(&one_pool(&[up.addr.to_string()], "[limits]\nmax_body_bytes = \"1KiB\"\n")).await;
+    let proxy = Proxy::start(&one_pool(
+        &[up.addr.to_string()],
+        "[limits]\nmax_body_bytes = \"1KiB\"\n",
+    ))
+    .await;
     // Declared too large: refused without reading the body.
     let out = raw(
         proxy.addr,
@@ -159,7 +187,11 @@ async fn body_limits_413() {
     )
     .await;
     assert!(out.starts_with("HTTP/1.1 413"), "{out}");
-    assert!(out.to_lowercase().contains("x-cutover-error: body_too_large"), "{out}");
+    assert!(
+        out.to_lowercase()
+            .contains("x-cutover-error: body_too_large"),
+        "{out}"
+    );
     // Chunked crossing the limit is cut off.
     let mut req = b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
     for _ in 0..4 {
@@ -185,7 +217,11 @@ async fn body_limits_413() {
 #[tokio::test(flavor = "multi_thread")]
 async fn oversized_head_is_431() {
     let up = Upstream::start("u").await;
-    let proxy = Proxy::start(&one_pool(&[up.addr.to_string()], "[limits]\nmax_header_bytes = 2048\n")).await;
+    let proxy = Proxy::start(&one_pool(
+        &[up.addr.to_string()],
+        "[limits]\nmax_header_bytes = 2048\n",
+    ))
+    .await;
     let big = "v".repeat(3000);
     let out = raw(
         proxy.addr,
@@ -211,15 +247,26 @@ async fn absolute_form_is_routed_by_authority_and_never_an_open_proxy() {
     )
     .await;
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-    assert!(a.last_seen().starts_with("GET /x HTTP/1.1"), "origin-form upstream: {}", a.last_seen());
+    assert!(
+        a.last_seen().starts_with("GET /x HTTP/1.1"),
+        "origin-form upstream: {}",
+        a.last_seen()
+    );
     let out = raw(
         proxy.addr,
         b"GET http://evil.example.net/ HTTP/1.1\r\nHost: app.example.com\r\nConnection: close\r\n\r\n",
     )
     .await;
     assert!(out.starts_with("HTTP/1.1 404"), "{out}");
-    let out = raw(proxy.addr, b"CONNECT evil.example.net:443 HTTP/1.1\r\nHost: evil.example.net:443\r\n\r\n").await;
-    assert!(out.starts_with("HTTP/1.1 400") || out.starts_with("HTTP/1.1 404"), "{out}");
+    let out = raw(
+        proxy.addr,
+        b"CONNECT evil.example.net:443 HTTP/1.1\r\nHost: evil.example.net:443\r\n\r\n",
+    )
+    .await;
+    assert!(
+        out.starts_with("HTTP/1.1 400") || out.starts_with("HTTP/1.1 404"),
+        "{out}"
+    );
     assert_eq!(a.hits(), 1);
 }
 
@@ -260,9 +307,10 @@ async fn h2c_prior_knowledge() {
     let up = Upstream::start("u").await;
     let proxy = Proxy::start(&one_pool(&[up.addr.to_string()], "")).await;
     let stream = TcpStream::connect(proxy.addr).await.expect("connect");
-    let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-        .await
-        .expect("h2 handshake");
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("h2 handshake");
     tokio::spawn(conn);
     for i in 0..3 {
         let req = Request::get(format!("http://app.example.com/h2/{i}"))

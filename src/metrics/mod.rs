@@ -4,6 +4,8 @@
 //! The proxy fills an [`Outcome`] as the request goes and hands it to [`record`] once
 //! the response head is ready to leave.
 
+pub mod access_log;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -28,7 +28,7 @@ pub use error::ProxyError;
 pub use upstream::ConnPool;
 
 use crate::config::KeySource;
-use crate::metrics::{self, Outcome};
+use crate::metrics::{self, access_log, Outcome};
 use crate::routing::{PickKeys, Snapshot};
 
 /// The request path's view of the world: the live snapshot, swapped whole on reload.
@@ -56,6 +56,16 @@ impl Proxy {
         let mut outcome = Outcome::new(Instant::now());
         let mut req = req;
         let request_id = headers::request_id(req.headers_mut());
+        let log_line = snapshot.config.access_log.then(|| access_log::RequestLine {
+            client: client.peer,
+            method: req.method().clone(),
+            host: request_host(&req),
+            path: req
+                .uri()
+                .path_and_query()
+                .map_or("/", |pq| pq.as_str())
+                .to_owned(),
+        });
         let mut resp = match route_and_forward(&snapshot, req, client, &mut outcome).await {
             Ok(resp) => resp,
             Err(e) => {
@@ -63,10 +73,14 @@ impl Proxy {
                 e.response()
             }
         };
-        resp.headers_mut()
-            .insert(&headers::X_REQUEST_ID, request_id);
         outcome.status = resp.status().as_u16();
         metrics::record(&outcome);
+        if let Some(line) = &log_line {
+            let length = http_body::Body::size_hint(resp.body()).exact();
+            access_log::write(&outcome, line, length, request_id.to_str().ok());
+        }
+        resp.headers_mut()
+            .insert(&headers::X_REQUEST_ID, request_id);
         resp
     }
 }
@@ -113,8 +127,8 @@ async fn route_and_forward(
     let pool = route.pick_pool(&keys, &mut rand::rng());
     let pool = match pool {
         Ok(i) => i,
-        Err(_) => {
-            outcome.pool = route.split.first().map(|(p, _)| p.name.clone());
+        Err(none) => {
+            outcome.pool = none.pool.map(|i| route.split[i].0.name.clone());
             return Err(ProxyError::NoReadyBackend);
         }
     };

@@ -44,9 +44,12 @@ pub struct Route {
     pub split: Vec<(Arc<Pool>, u32)>,
 }
 
-/// Why no pool could be chosen.
+/// No pool with a ready backend could be chosen; `pool` is the one the pick landed on,
+/// if any (for the metrics and the log).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NoReadyPool;
+pub struct NoReadyPool {
+    pub pool: Option<usize>,
+}
 
 /// What the request offers the pool pick.
 #[derive(Debug, Default)]
@@ -188,7 +191,7 @@ impl Route {
                 return if self.split[i].0.backends.has_ready() {
                     Ok(i)
                 } else {
-                    Err(NoReadyPool)
+                    Err(NoReadyPool { pool: Some(i) })
                 };
             }
         }
@@ -202,7 +205,7 @@ impl Route {
         };
         match chosen {
             Some(i) if self.split[i].0.backends.has_ready() => Ok(i),
-            _ => Err(NoReadyPool),
+            pool => Err(NoReadyPool { pool }),
         }
     }
 

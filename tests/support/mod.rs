@@ -4,6 +4,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod client;
+pub mod process;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -30,8 +31,11 @@ impl Proxy {
         let path = dir.path.join("cutover.toml");
         let text = with_listeners(toml);
         std::fs::write(&path, &text).expect("write config");
-        let loaded = cutover::config::load(&path).unwrap_or_else(|e| panic!("config invalid:\n{e}\n{text}"));
-        let running = cutover::server::start(loaded.config).await.expect("start cutover");
+        let loaded =
+            cutover::config::load(&path).unwrap_or_else(|e| panic!("config invalid:\n{e}\n{text}"));
+        let running = cutover::server::start(loaded.config)
+            .await
+            .expect("start cutover");
         Proxy {
             addr: running.http_addrs[0],
             admin: running.admin_addr,
@@ -58,7 +62,10 @@ impl Proxy {
 }
 
 fn with_listeners(toml: &str) -> String {
-    let mut text = String::from("[listen]\nhttp = [\"127.0.0.1:0\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n");
+    // The access log has its own test (tests/process.rs); here it would only clutter.
+    let mut text = String::from(
+        "[listen]\nhttp = [\"127.0.0.1:0\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n[access_log]\nenabled = false\n",
+    );
     text.push_str(toml);
     text
 }

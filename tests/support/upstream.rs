@@ -38,7 +38,9 @@ type Body = BoxBody<Bytes, hyper::Error>;
 
 impl Upstream {
     pub async fn start(name: &'static str) -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream");
         let up = Upstream {
             name,
             addr: listener.local_addr().expect("addr"),
@@ -49,7 +51,9 @@ impl Upstream {
         let me = up.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let me = me.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| {
@@ -70,13 +74,19 @@ impl Upstream {
     }
 
     pub fn last_seen(&self) -> String {
-        self.seen.lock().expect("lock").last().cloned().unwrap_or_default()
+        self.seen
+            .lock()
+            .expect("lock")
+            .last()
+            .cloned()
+            .unwrap_or_default()
     }
 
     async fn answer(&self, mut req: Request<Incoming>) -> Response<Body> {
         let path = req.uri().path().to_owned();
         if path == "/ready" {
-            let status = StatusCode::from_u16(self.ready_status.load(Ordering::SeqCst)).unwrap_or(StatusCode::OK);
+            let status = StatusCode::from_u16(self.ready_status.load(Ordering::SeqCst))
+                .unwrap_or(StatusCode::OK);
             return self.reply(status, full("ready"));
         }
         self.hits.fetch_add(1, Ordering::SeqCst);
@@ -100,8 +110,10 @@ impl Upstream {
             });
             let mut r = Response::new(full(""));
             *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-            r.headers_mut().insert("connection", http::HeaderValue::from_static("upgrade"));
-            r.headers_mut().insert("upgrade", http::HeaderValue::from_static("websocket"));
+            r.headers_mut()
+                .insert("connection", http::HeaderValue::from_static("upgrade"));
+            r.headers_mut()
+                .insert("upgrade", http::HeaderValue::from_static("websocket"));
             return r;
         }
         if let Some(ms) = path.strip_prefix("/slow/") {
@@ -111,7 +123,10 @@ impl Upstream {
             let n: usize = n.parse().unwrap_or(0);
             let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
             let stream = futures_stream(n, chunk);
-            return self.reply(StatusCode::OK, StreamBody::new(stream).map_err(|e| match e {}).boxed());
+            return self.reply(
+                StatusCode::OK,
+                StreamBody::new(stream).map_err(|e| match e {}).boxed(),
+            );
         }
         if path == "/echo" {
             let body = req.into_body().boxed();
@@ -123,14 +138,18 @@ impl Upstream {
     fn reply(&self, status: StatusCode, body: Body) -> Response<Body> {
         let mut r = Response::new(body);
         *r.status_mut() = status;
-        r.headers_mut().insert("x-upstream", http::HeaderValue::from_static(self.name));
-        r.headers_mut().insert("keep-alive", http::HeaderValue::from_static("timeout=5"));
+        r.headers_mut()
+            .insert("x-upstream", http::HeaderValue::from_static(self.name));
+        r.headers_mut()
+            .insert("keep-alive", http::HeaderValue::from_static("timeout=5"));
         r
     }
 }
 
 fn full(s: &str) -> Body {
-    Full::new(Bytes::from(s.to_owned())).map_err(|e| match e {}).boxed()
+    Full::new(Bytes::from(s.to_owned()))
+        .map_err(|e| match e {})
+        .boxed()
 }
 
 fn futures_stream(
@@ -150,11 +169,21 @@ fn futures_stream(
     ReceiverStream(rx)
 }
 
+/// A body stream fed from a channel.
+pub fn channel_stream<T: Send + 'static>(
+    rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures_core::Stream<Item = T> + Send + 'static {
+    ReceiverStream(rx)
+}
+
 struct ReceiverStream<T>(tokio::sync::mpsc::Receiver<T>);
 
 impl<T> futures_core::Stream for ReceiverStream<T> {
     type Item = T;
-    fn poll_next(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<T>> {
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<T>> {
         self.0.poll_recv(cx)
     }
 }
@@ -178,12 +207,16 @@ impl RawUpstream {
         let kind = Arc::new(self);
         tokio::spawn(async move {
             loop {
-                let Ok((mut s, _)) = listener.accept().await else { continue };
+                let Ok((mut s, _)) = listener.accept().await else {
+                    continue;
+                };
                 let kind = kind.clone();
                 let counter = counter.clone();
                 tokio::spawn(async move {
                     let mut buf = [0u8; 4096];
-                    let Ok(n) = s.read(&mut buf).await else { return };
+                    let Ok(n) = s.read(&mut buf).await else {
+                        return;
+                    };
                     if n == 0 {
                         return;
                     }

@@ -1,0 +1,217 @@
+//! Config validation: every rule of DESIGN.md, each error located by line and column.
+
+use std::path::Path;
+
+use cutover::config;
+
+/// The first error for `text`, as "line:column: message".
+fn errors(text: &str) -> Vec<String> {
+    match config::parse(Path::new("t.toml"), text) {
+        Ok(_) => Vec::new(),
+        Err(e) => e
+            .errors
+            .iter()
+            .map(|d| format!("{}:{}: {}", d.line, d.column, d.message))
+            .collect(),
+    }
+}
+
+fn assert_error(text: &str, line: usize, contains: &str) {
+    let errs = errors(text);
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with(&format!("{line}:")) && e.contains(contains)),
+        "expected an error on line {line} containing {contains:?}, got {errs:?}"
+    );
+}
+
+const POOL: &str = "[pools.p]\nbackends = [\"127.0.0.1:1\"]\n";
+
+#[test]
+fn every_shipped_example_is_valid() {
+    let mut n = 0;
+    for entry in std::fs::read_dir("config").expect("config dir") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            if let Err(e) = config::load(&path) {
+                panic!("{} is invalid:\n{e}", path.display());
+            }
+            n += 1;
+        }
+    }
+    assert!(n >= 3, "expected the example configs, found {n}");
+}
+
+#[test]
+fn defaults_are_the_documented_ones() {
+    let c = config::parse(
+        Path::new("t.toml"),
+        &format!("{POOL}[[routes]]\nname = \"r\"\nsplit = {{ p = 1 }}\n"),
+    )
+    .expect("valid")
+    .config;
+    assert_eq!(c.listen.http, vec!["0.0.0.0:8080".parse().expect("addr")]);
+    assert_eq!(c.admin, "127.0.0.1:9900".parse().expect("addr"));
+    assert_eq!(c.limits.connect_timeout.as_secs(), 2);
+    assert_eq!(c.limits.response_timeout.as_secs(), 30);
+    assert_eq!(c.limits.client_header_timeout.as_secs(), 10);
+    assert_eq!(c.limits.idle_timeout.as_secs(), 60);
+    assert_eq!(c.limits.max_header_bytes, 65536);
+    assert_eq!(c.limits.max_body_bytes, None);
+    assert_eq!(c.limits.retries, 2);
+    assert!(c.access_log);
+    assert!(c.routes[0].fallback);
+    assert_eq!(c.routes[0].path_prefix, "");
+    assert_eq!(c.pools[0].eject.consecutive_failures, 5);
+}
+
+#[test]
+fn unknown_keys_are_errors_at_their_position() {
+    assert_error("[limits]\nretires = 2\n", 2, "retires");
+    assert_error(
+        &format!("{POOL}[[routes]]\nname = \"r\"\nsplit = {{ p = 1 }}\nstickky = \"ip\"\n"),
+        6,
+        "stickky",
+    );
+    assert_error(
+        "[pools.p]\nbackends = [{ addr = \"127.0.0.1:1\", wieght = 2 }]\n",
+        2,
+        "wieght",
+    );
+    assert_error(
+        "[pools.p]\nbackends = [\"127.0.0.1:1\"]\nwarmup = { path = \"/r\", intervall = \"1s\" }\n",
+        3,
+        "intervall",
+    );
+    assert_error("[serverr]\n", 1, "serverr");
+}
+
+#[test]
+fn each_validation_rule() {
+    let route =
+        |extra: &str| format!("{POOL}[[routes]]\nname = \"r\"\nsplit = {{ p = 1 }}\n{extra}");
+    assert_error(
+        &format!("{POOL}[[routes]]\nname = \"r\"\nsplit = {{ q = 1 }}\n"),
+        5,
+        "does not exist",
+    );
+    assert_error(
+        &format!("{POOL}[[routes]]\nname = \"r\"\nsplit = {{ p = 0 }}\n"),
+        5,
+        "every split weight at 0",
+    );
+    assert_error("[pools.p]\nbackends = []\n", 2, "no backends");
+    assert_error(
+        "[pools.p]\nbackends = [\"10.0.0.1\"]\n",
+        2,
+        "bad backend address",
+    );
+    assert_error(
+        "[pools.p]\nbackends = [\"10.0.0.1:99999\"]\n",
+        2,
+        "bad backend address",
+    );
+    assert_error(
+        &format!(
+            "{}[[routes]]\nname = \"r\"\nsplit = {{ p = 1 }}\n",
+            route("")
+        ),
+        7,
+        "duplicate route name",
+    );
+    assert_error(
+        &format!(
+            "{}[[routes]]\nname = \"s\"\npath_prefix = \"/\"\nsplit = {{ p = 1 }}\n",
+            route("")
+        ),
+        6,
+        "both claim any host",
+    );
+    assert_error(
+        &format!(
+            "{POOL}[[routes]]\nname = \"a\"\nhosts = [\"A.example.com\"]\npath_prefix = \"/x/\"\nsplit = {{ p = 1 }}\n\
+             [[routes]]\nname = \"b\"\nhosts = [\"a.example.com\"]\npath_prefix = \"/x\"\nsplit = {{ p = 1 }}\n"
+        ),
+        8,
+        "both claim host",
+    );
+    assert_error(
+        "[listen]\nhttps = [\"0.0.0.0:8443\"]\n",
+        2,
+        "needs certificates",
+    );
+    assert_error(
+        "[tls]\ncerts = [{ cert = \"missing.pem\", key = \"missing.key\" }]\n",
+        2,
+        "cannot read certificate",
+    );
+    for key in [
+        "connect_timeout",
+        "response_timeout",
+        "client_header_timeout",
+        "idle_timeout",
+    ] {
+        assert_error(
+            &format!("[limits]\n{key} = \"0ms\"\n"),
+            2,
+            "greater than zero",
+        );
+    }
+    assert_error(
+        "[limits]\nconnect_timeout = \"2 seconds\"\n",
+        2,
+        "invalid duration",
+    );
+    assert_error("[limits]\nmax_body_bytes = \"10MB\"\n", 2, "invalid size");
+    assert_error(&route("sticky = \"session\"\n"), 6, "bad key source");
+    assert_error(&route("override = \"ip\"\n"), 6, "bad key source");
+    assert_error(
+        &route("hosts = [\"api.example.com:8080\"]\n"),
+        6,
+        "bad host",
+    );
+    assert_error(&route("path_prefix = \"ad\"\n"), 6, "must start with '/'");
+    assert_error(
+        "[listen]\nhttp = [\"localhost\"]\n",
+        2,
+        "bad listen address",
+    );
+    assert_error(
+        "[admin]\nlisten = \"0.0.0.0:8080\"\n",
+        2,
+        "also a proxy listener",
+    );
+}
+
+#[test]
+fn all_errors_are_reported_at_once() {
+    let errs = errors("[limits]\nretries = 1\nidle_timeout = \"0s\"\n[pools.a]\nbackends = []\n[pools.b]\nbackends = [\"x\"]\n");
+    assert!(errs.len() >= 3, "{errs:?}");
+}
+
+#[test]
+fn sizes_and_slow_start_shorthand() {
+    let c = config::parse(
+        Path::new("t.toml"),
+        "[limits]\nmax_body_bytes = \"10MiB\"\nmax_header_bytes = \"64KiB\"\n\
+         [pools.p]\nbackends = [\"127.0.0.1:1\"]\nslow_start = \"30s\"\n\
+         [[routes]]\nname = \"r\"\nsplit = { p = 1 }\n",
+    )
+    .expect("valid")
+    .config;
+    assert_eq!(c.limits.max_body_bytes, Some(10 << 20));
+    assert_eq!(c.limits.max_header_bytes, 65536);
+    let ss = c.pools[0].slow_start.as_ref().expect("slow start");
+    assert_eq!((ss.window.as_secs(), ss.min_percent), (30, 10));
+}
+
+#[test]
+fn an_unused_pool_is_a_warning_not_an_error() {
+    let loaded = config::parse(
+        Path::new("t.toml"),
+        &format!("{POOL}[pools.spare]\nbackends = [\"127.0.0.1:2\"]\n[[routes]]\nname = \"r\"\nsplit = {{ p = 1 }}\n"),
+    )
+    .expect("valid");
+    assert_eq!(loaded.warnings.len(), 1);
+    assert!(loaded.warnings[0].message.contains("spare"));
+}

@@ -1,0 +1,254 @@
+//! The binary as an operator runs it: `check`, graceful shutdown, memory under big
+//! bodies.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use hyper_util::rt::TokioIo;
+use support::process::{Process, BIN};
+use support::tempdir::Dir;
+use support::{eventually, get, Upstream};
+
+fn write(dir: &Dir, name: &str, text: &str) -> std::path::PathBuf {
+    let p = dir.path.join(name);
+    std::fs::write(&p, text).expect("write");
+    p
+}
+
+#[test]
+fn check_accepts_a_good_config_and_names_every_error_of_a_bad_one() {
+    let dir = Dir::new();
+    let good = write(
+        &dir,
+        "good.toml",
+        "[pools.ecs]\nbackends = [\"10.0.1.11:8080\", { addr = \"10.0.1.12:8080\", weight = 2 }]\n\
+         [pools.spare]\nbackends = [\"10.0.9.9:80\"]\n\
+         [[routes]]\nname = \"r\"\nsplit = { ecs = 1 }\n",
+    );
+    let out = Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(&good)
+        .output()
+        .expect("run");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.lines().count(), 1, "one-line summary: {stdout}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pool \"spare\" is not used"));
+
+    let bad = write(
+        &dir,
+        "bad.toml",
+        "[limits]\n\
+         connect_timeout = \"0s\"\n\
+         [pools.ecs]\n\
+         backends = [\"not an address\"]\n\
+         [pools.empty]\n\
+         backends = []\n\
+         [[routes]]\n\
+         name = \"r\"\n\
+         split = { ecs = 0 }\n\
+         [[routes]]\n\
+         name = \"r\"\n\
+         split = { k9s = 10 }\n",
+    );
+    let out = Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(&bad)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let file = bad.display().to_string();
+    for (line, what) in [
+        (2, "connect_timeout must be greater than zero"),
+        (4, "bad backend address"),
+        (6, "has no backends"),
+        (9, "every split weight at 0"),
+        (11, "duplicate route name"),
+        (12, "which does not exist"),
+    ] {
+        assert!(
+            err.lines()
+                .any(|l| l.starts_with(&format!("{file}:{line}:")) && l.contains(what)),
+            "missing line {line} {what:?} in:\n{err}"
+        );
+    }
+
+    let typo = write(&dir, "typo.toml", "[limits]\nconect_timeout = \"2s\"\n");
+    let out = Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(&typo)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with(&format!("{}:2:1:", typo.display())),
+        "{err}"
+    );
+    assert!(err.contains("conect_timeout"), "{err}");
+}
+
+fn config(dir: &Dir, up: &Upstream, extra: &str) -> std::path::PathBuf {
+    write(
+        dir,
+        "cutover.toml",
+        &format!(
+            "[listen]\nhttp = [\"127.0.0.1:0\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n{extra}\n\
+             [pools.p]\nbackends = [\"{}\"]\n[[routes]]\nname = \"r\"\nsplit = {{ p = 1 }}\n",
+            up.addr
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_finishes_in_flight_requests_then_exits_0() {
+    let up = Upstream::start("u").await;
+    let dir = Dir::new();
+    let mut p = Process::start(&config(&dir, &up, "[limits]\nshutdown_grace = \"10s\""));
+    assert_eq!(get(p.admin, "/readyz", &[]).await.status, 200);
+    let addr = p.addr;
+    let slow = tokio::spawn(async move { get(addr, "/slow/1500", &[]).await });
+    eventually("the slow request reaches the backend", async || {
+        up.hits() >= 1
+    })
+    .await;
+    p.signal("TERM");
+    eventually("the listener closes while the request drains", async || {
+        tokio::net::TcpStream::connect(addr).await.is_err()
+    })
+    .await;
+    assert!(
+        !slow.is_finished(),
+        "the slow request was still running when the listener closed"
+    );
+    let r = slow.await.expect("join");
+    assert_eq!(r.status, 200, "in-flight request finished");
+    assert_eq!(
+        r.header("connection"),
+        Some("close"),
+        "a draining proxy closes keep-alive"
+    );
+    let status = tokio::task::spawn_blocking(move || p.child.wait())
+        .await
+        .expect("join")
+        .expect("wait");
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fifty_megabytes_each_way_without_buffering() {
+    const SIZE: usize = 50 << 20;
+    let up = Upstream::start("u").await;
+    let dir = Dir::new();
+    let p = Process::start(&config(&dir, &up, "[runtime]\nworkers = 2"));
+    assert_eq!(get(p.addr, "/", &[]).await.status, 200);
+    let base = p.status_kib("VmRSS");
+
+    // Download.
+    let stream = tokio::net::TcpStream::connect(p.addr)
+        .await
+        .expect("connect");
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("hs");
+    tokio::spawn(conn);
+    let req = Request::get(format!("/bytes/{SIZE}"))
+        .header("host", "a")
+        .body(http_body_util::Empty::<Bytes>::new())
+        .expect("req");
+    let resp = send.send_request(req).await.expect("resp");
+    let mut body = resp.into_body();
+    let mut got = 0;
+    while let Some(f) = body.frame().await {
+        got += f.expect("frame").data_ref().map_or(0, |d| d.len());
+    }
+    assert_eq!(got, SIZE);
+
+    // Upload, echoed back.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
+    tokio::spawn(async move {
+        let chunk = Bytes::from(vec![b'u'; 256 * 1024]);
+        for _ in 0..SIZE / chunk.len() {
+            if tx.send(Ok(Frame::data(chunk.clone()))).await.is_err() {
+                return;
+            }
+        }
+    });
+    let body = StreamBody::new(support::upstream::channel_stream(rx));
+    let stream = tokio::net::TcpStream::connect(p.addr)
+        .await
+        .expect("connect");
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("hs");
+    tokio::spawn(conn);
+    let req = Request::post("/echo")
+        .header("host", "a")
+        .header("content-length", SIZE.to_string())
+        .body(body)
+        .expect("req");
+    let resp = tokio::time::timeout(Duration::from_secs(60), send.send_request(req))
+        .await
+        .expect("in time")
+        .expect("resp");
+    let mut body = resp.into_body();
+    let mut got = 0;
+    while let Some(f) = body.frame().await {
+        got += f.expect("frame").data_ref().map_or(0, |d| d.len());
+    }
+    assert_eq!(got, SIZE);
+
+    let peak = p.status_kib("VmHWM");
+    let grown_mib = peak.saturating_sub(base) / 1024;
+    eprintln!("proxy RSS: base {base} KiB, peak {peak} KiB");
+    assert!(
+        grown_mib < 16,
+        "proxy memory grew by {grown_mib} MiB while moving 2 x 50 MiB"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn access_log_writes_one_json_line_per_request() {
+    let up = Upstream::start("u").await;
+    let dir = Dir::new();
+    let p = Process::start(&config(&dir, &up, "[access_log]\nenabled = true"));
+    let r = get(p.addr, "/logged?x=1", &[("x-request-id", "req-1")]).await;
+    assert_eq!(r.status, 200);
+    let r = get(p.addr, "/", &[("host", "nowhere.example")]).await;
+    assert_eq!(r.status, 200);
+    let line = p
+        .stdout
+        .recv_timeout(Duration::from_secs(10))
+        .expect("an access log line");
+    let v: serde_json::Value = serde_json::from_str(&line).expect("json");
+    assert_eq!(v["method"], "GET");
+    assert_eq!(v["path"], "/logged?x=1");
+    assert_eq!(v["status"], 200);
+    assert_eq!(v["route"], "r");
+    assert_eq!(v["pool"], "p");
+    assert_eq!(v["backend"], up.addr.to_string());
+    assert_eq!(v["request_id"], "req-1");
+    assert_eq!(v["client"], "127.0.0.1");
+    assert!(v["error"].is_null());
+    for key in ["ts", "host", "bytes_sent", "duration_ms", "upstream_ms"] {
+        assert!(v.get(key).is_some(), "{key} missing: {line}");
+    }
+    let line = p
+        .stdout
+        .recv_timeout(Duration::from_secs(10))
+        .expect("second line");
+    let v: serde_json::Value = serde_json::from_str(&line).expect("json");
+    assert_eq!(v["host"], "nowhere.example");
+}
