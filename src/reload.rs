@@ -20,8 +20,8 @@ pub async fn reload(path: &Path, shared: &Arc<Shared>) -> Result<u64, config::Co
     if loaded.config.listen != old.config.listen || loaded.config.workers != old.config.workers {
         tracing::warn!("[listen] and [runtime] changes need a restart; everything else is applied");
     }
-    let generation = old.generation + 1;
-    let snapshot = Snapshot::build(loaded.config, &shared.registry, generation, false).await;
+    let snapshot = Snapshot::build(loaded.config, &shared.registry, Some(&old)).await;
+    let generation = snapshot.generation;
     shared.live.store(Arc::new(snapshot));
     Ok(generation)
 }

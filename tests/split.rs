@@ -207,3 +207,27 @@ async fn fallback_off_gives_an_unready_pools_share_503() {
     );
     assert_eq!(k8s.hits(), 0, "a warming backend never sees a request");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ramp_up_climbs_a_raised_weight_and_a_rollback_is_immediate() {
+    let (ecs, k8s) = pools().await;
+    let route = |w: u32| format!("split = {{ ecs = 100, k8s = {w} }}\nramp_up = \"4s\"");
+    let proxy = Proxy::start(&two_pools(&ecs, &k8s, &route(0))).await;
+    proxy.reload(&two_pools(&ecs, &k8s, &route(100))).await;
+    let started = std::time::Instant::now();
+    let (_, early) = count(&proxy, 100, &[]).await;
+    // At most ~0.5 s into a 4 s ramp k8s weighs <= 12.5 against 100: far from half.
+    if started.elapsed() < std::time::Duration::from_millis(500) {
+        assert!(early < 30, "k8s got {early} of 100 right after the raise");
+    }
+    eventually("k8s climbs to about half", async || {
+        count(&proxy, 100, &[]).await.1 >= 35
+    })
+    .await;
+    proxy.reload(&two_pools(&ecs, &k8s, &route(0))).await;
+    assert_eq!(
+        count(&proxy, 100, &[]).await,
+        (100, 0),
+        "a rollback applies at once"
+    );
+}

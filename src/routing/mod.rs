@@ -42,6 +42,20 @@ pub struct Route {
     pub config: RouteConfig,
     /// (pool, configured weight); the order of `config.split` (by pool name).
     pub split: Vec<(Arc<Pool>, u32)>,
+    /// The weight each split entry has now: configured, or still climbing to it.
+    weights: Vec<Weight>,
+}
+
+/// A split weight, possibly ramping up after a reload raised it.
+#[derive(Debug, Clone, Copy)]
+enum Weight {
+    Fixed(f64),
+    Ramping {
+        from: f64,
+        to: f64,
+        since: Instant,
+        window: std::time::Duration,
+    },
 }
 
 /// No pool with a ready backend could be chosen; `pool` is the one the pick landed on,
@@ -69,9 +83,10 @@ impl Snapshot {
     pub async fn build(
         config: Config,
         registry: &Registry,
-        generation: u64,
-        at_start: bool,
+        previous: Option<&Snapshot>,
     ) -> Snapshot {
+        let generation = previous.map_or(1, |p| p.generation + 1);
+        let at_start = previous.is_none();
         let now = Instant::now();
         let mut pools = Vec::new();
         for pc in &config.pools {
@@ -100,17 +115,25 @@ impl Snapshot {
         let routes = config
             .routes
             .iter()
-            .map(|rc| Route {
-                name: Arc::from(rc.name.as_str()),
-                config: rc.clone(),
-                split: rc
-                    .split
-                    .iter()
-                    .filter_map(|(name, w)| {
-                        let pool = pools.iter().find(|p| &*p.name == name.as_str())?;
-                        Some((pool.clone(), *w))
-                    })
-                    .collect(),
+            .map(|rc| {
+                let before =
+                    previous.and_then(|p| p.routes.iter().find(|r| r.config.name == rc.name));
+                let mut split = Vec::new();
+                let mut weights = Vec::new();
+                for (name, w) in &rc.split {
+                    let Some(pool) = pools.iter().find(|p| &*p.name == name.as_str()) else {
+                        continue;
+                    };
+                    split.push((pool.clone(), *w));
+                    let old = before.map(|r| r.weight_of(name, now));
+                    weights.push(Weight::after_reload(old, *w, rc.ramp_up, now));
+                }
+                Route {
+                    name: Arc::from(rc.name.as_str()),
+                    config: rc.clone(),
+                    split,
+                    weights,
+                }
             })
             .collect();
         Snapshot {
@@ -169,19 +192,36 @@ async fn resolve(target: &Target) -> Vec<(std::net::SocketAddr, Option<String>)>
 // === impl Route ===
 
 impl Route {
-    /// The weight each pool of the split gets now: configured weight times the pool's
-    /// ready capacity with `fallback`, the configured weight without.
+    /// The weight each pool of the split gets now: its split weight (climbing, during a
+    /// `ramp_up`) times the pool's ready capacity with `fallback`, as it is without.
     pub fn effective_split(&self) -> impl Iterator<Item = (&Arc<Pool>, f64)> + Clone + '_ {
         let fallback = self.config.fallback;
-        self.split.iter().map(move |(pool, w)| {
-            let w = f64::from(*w);
-            let eff = if fallback {
-                w * pool.backends.capacity()
-            } else {
-                w
-            };
-            (pool, eff)
-        })
+        let now = self
+            .weights
+            .iter()
+            .any(Weight::is_ramping)
+            .then(Instant::now);
+        self.split
+            .iter()
+            .zip(&self.weights)
+            .map(move |((pool, _), w)| {
+                let w = w.at(now);
+                let eff = if fallback {
+                    w * pool.backends.capacity()
+                } else {
+                    w
+                };
+                (pool, eff)
+            })
+    }
+
+    /// The split weight of `pool` at `now` (0 when the pool is not in the split).
+    pub fn weight_of(&self, pool: &str, now: Instant) -> f64 {
+        self.split
+            .iter()
+            .zip(&self.weights)
+            .find(|((p, _), _)| &*p.name == pool)
+            .map_or(0.0, |(_, w)| w.at(Some(now)))
     }
 
     /// Chooses the pool for one request. Precedence: override, sticky key, weight.
@@ -228,5 +268,81 @@ impl Route {
 
     pub fn override_source(&self) -> Option<&KeySource> {
         self.config.override_.as_ref()
+    }
+}
+
+// === impl Weight ===
+
+impl Weight {
+    /// A new config's weight, given what the pool had just before the reload: a raise
+    /// climbs over `ramp_up`, anything else (a rollback included) applies at once.
+    fn after_reload(
+        old: Option<f64>,
+        new: u32,
+        ramp_up: std::time::Duration,
+        now: Instant,
+    ) -> Weight {
+        let to = f64::from(new);
+        match old {
+            Some(from) if from < to && !ramp_up.is_zero() => Weight::Ramping {
+                from,
+                to,
+                since: now,
+                window: ramp_up,
+            },
+            _ => Weight::Fixed(to),
+        }
+    }
+
+    fn is_ramping(&self) -> bool {
+        matches!(self, Weight::Ramping { .. })
+    }
+
+    fn at(&self, now: Option<Instant>) -> f64 {
+        match (*self, now) {
+            (Weight::Fixed(w), _) => w,
+            (Weight::Ramping { to, .. }, None) => to,
+            (
+                Weight::Ramping {
+                    from,
+                    to,
+                    since,
+                    window,
+                },
+                Some(now),
+            ) => {
+                let x = now.saturating_duration_since(since).as_secs_f64() / window.as_secs_f64();
+                from + (to - from) * x.min(1.0)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn raised_weights_ramp_and_lowered_ones_apply_at_once() {
+        let t0 = Instant::now();
+        let ramp = Duration::from_secs(10);
+        let w = Weight::after_reload(Some(10.0), 50, ramp, t0);
+        assert_eq!(w.at(Some(t0)), 10.0);
+        assert_eq!(w.at(Some(t0 + Duration::from_secs(5))), 30.0);
+        assert_eq!(w.at(Some(t0 + Duration::from_secs(60))), 50.0);
+        assert_eq!(
+            Weight::after_reload(Some(50.0), 0, ramp, t0).at(Some(t0)),
+            0.0
+        );
+        assert_eq!(
+            Weight::after_reload(None, 50, ramp, t0).at(Some(t0)),
+            50.0,
+            "first load"
+        );
+        assert_eq!(
+            Weight::after_reload(Some(10.0), 50, Duration::ZERO, t0).at(Some(t0)),
+            50.0
+        );
     }
 }

@@ -73,7 +73,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .with_context(|| format!("binding admin listener {}", config.admin))?;
     let admin_addr = admin_listener.local_addr()?;
     let registry = Registry::new();
-    let snapshot = Snapshot::build(config, &registry, 1, true).await;
+    let snapshot = Snapshot::build(config, &registry, None).await;
     let shared = Arc::new(Shared {
         live: Arc::new(ArcSwap::from_pointee(snapshot)),
         registry,
