@@ -231,3 +231,19 @@ async fn ramp_up_climbs_a_raised_weight_and_a_rollback_is_immediate() {
         "a rollback applies at once"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sticky_by_client_ip_keeps_one_client_on_one_pool() {
+    let (ecs, k8s) = pools().await;
+    let proxy = Proxy::start(&two_pools(
+        &ecs,
+        &k8s,
+        "split = { ecs = 50, k8s = 50 }\nsticky = \"ip\"",
+    ))
+    .await;
+    let (e, k) = count(&proxy, 40, &[]).await;
+    assert!(
+        e == 40 || k == 40,
+        "one client IP must stay on one pool, got {e}/{k}"
+    );
+}

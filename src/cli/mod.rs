@@ -148,8 +148,14 @@ pub(crate) fn serve(
     config: config::Config,
     started: impl FnOnce(&crate::server::Running),
 ) -> ExitCode {
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    if config.workers > 0 {
+    // One worker needs no work stealing: a current-thread runtime does the same job
+    // with fewer atomics and no cross-thread wake-ups.
+    let mut rt = if config.workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    if config.workers > 1 {
         rt.worker_threads(config.workers);
     }
     let rt = match rt.enable_all().build() {

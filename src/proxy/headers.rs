@@ -1,7 +1,5 @@
 //! Header rules for the hop to the backend and back.
 
-use std::net::IpAddr;
-
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -13,8 +11,24 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// `Proxy-*`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`. For an upgrade handshake
 /// `Connection: upgrade` and `Upgrade` are kept so the backend can switch protocols.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // One pass over the names, then removal of exactly what was found: most messages
+    // carry one such header or none, and removing each possible name would hash every
+    // one of them on every request.
+    const MOST: usize = 8;
+    let mut found: [Option<HeaderName>; MOST] = Default::default();
+    let mut n = 0;
+    for name in headers.keys().filter(|k| is_hop_by_hop(k)) {
+        if n == MOST {
+            break;
+        }
+        found[n] = Some(name.clone());
+        n += 1;
+    }
+    if n == 0 && !keep_upgrade {
+        return;
+    }
     if let Some(conn) = headers.get(header::CONNECTION) {
-        if conn.as_bytes().contains(&b',') || !is_std_hop(conn.as_bytes()) {
+        if !is_std_hop(conn.as_bytes()) {
             let named: Vec<HeaderName> = headers
                 .get_all(header::CONNECTION)
                 .iter()
@@ -29,26 +43,33 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             }
         }
     }
-    headers.remove(header::CONNECTION);
-    headers.remove("keep-alive");
-    headers.remove(header::TE);
-    headers.remove(header::TRAILER);
-    headers.remove(header::TRANSFER_ENCODING);
-    if headers.keys().any(|k| k.as_str().starts_with("proxy-")) {
-        let proxy: Vec<HeaderName> = headers
-            .keys()
-            .filter(|k| k.as_str().starts_with("proxy-"))
-            .cloned()
-            .collect();
-        for k in proxy {
-            headers.remove(k);
+    for name in found.iter().flatten() {
+        if !(keep_upgrade && name == header::UPGRADE) {
+            headers.remove(name);
+        }
+    }
+    if n == MOST {
+        // More than we track at once (a hostile client): sweep until none is left.
+        while let Some(name) = headers.keys().find(|k| is_hop_by_hop(k)).cloned() {
+            if keep_upgrade && name == header::UPGRADE {
+                break;
+            }
+            headers.remove(&name);
         }
     }
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(header::UPGRADE);
     }
+}
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::TE
+        || name == header::TRAILER
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name.as_str() == "keep-alive"
+        || name.as_str().starts_with("proxy-")
 }
 
 /// `close` and `keep-alive` name no extra header to remove.
@@ -71,26 +92,22 @@ pub fn wants_upgrade(headers: &HeaderMap) -> bool {
 /// Sets `X-Forwarded-For` (appended), `X-Forwarded-Proto` and `X-Forwarded-Host`.
 pub fn set_forwarded(
     headers: &mut HeaderMap,
-    client: IpAddr,
+    client_ip: &HeaderValue,
     proto: &'static str,
     host: Option<HeaderValue>,
 ) {
-    let ip = client.to_string();
-    let xff = if headers.contains_key(&X_FORWARDED_FOR) {
-        let mut joined = String::new();
+    if headers.contains_key(&X_FORWARDED_FOR) {
+        let mut joined: Vec<u8> = Vec::new();
         for v in headers.get_all(&X_FORWARDED_FOR).iter() {
-            if let Ok(s) = v.to_str() {
-                joined.push_str(s);
-                joined.push_str(", ");
-            }
+            joined.extend_from_slice(v.as_bytes());
+            joined.extend_from_slice(b", ");
         }
-        joined.push_str(&ip);
-        joined
+        joined.extend_from_slice(client_ip.as_bytes());
+        if let Ok(v) = HeaderValue::from_bytes(&joined) {
+            headers.insert(&X_FORWARDED_FOR, v);
+        }
     } else {
-        ip
-    };
-    if let Ok(v) = HeaderValue::try_from(xff) {
-        headers.insert(&X_FORWARDED_FOR, v);
+        headers.insert(&X_FORWARDED_FOR, client_ip.clone());
     }
     headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     match host {

@@ -38,10 +38,12 @@ pub struct Proxy {
 }
 
 /// What the proxy knows about the client connection a request came on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Client {
     pub peer: SocketAddr,
     pub tls: bool,
+    /// `peer`'s IP, formatted once per connection (for `X-Forwarded-For`).
+    pub ip: HeaderValue,
 }
 
 impl Proxy {
@@ -50,7 +52,7 @@ impl Proxy {
     }
 
     /// Answers one client request; never fails: errors become proxy-made responses.
-    pub async fn handle(&self, req: Request<Incoming>, client: Client) -> Response<ProxyBody> {
+    pub async fn handle(&self, req: Request<Incoming>, client: &Client) -> Response<ProxyBody> {
         // One snapshot for the whole request, however long it runs.
         let snapshot = self.live.load_full();
         let mut outcome = Outcome::new(Instant::now());
@@ -88,7 +90,7 @@ impl Proxy {
 async fn route_and_forward(
     snapshot: &Snapshot,
     req: Request<Incoming>,
-    client: Client,
+    client: &Client,
     outcome: &mut Outcome,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let limits = &snapshot.config.limits;
@@ -113,17 +115,6 @@ async fn route_and_forward(
             .and_then(|s| key_value(s, &req, client))
             .map(str::as_bytes),
     };
-    let client_ip;
-    let keys = match (route.sticky(), keys.sticky) {
-        (Some(KeySource::ClientIp), _) => {
-            client_ip = client.peer.ip().to_string();
-            PickKeys {
-                sticky: Some(client_ip.as_bytes()),
-                ..keys
-            }
-        }
-        _ => keys,
-    };
     let pool = route.pick_pool(&keys, &mut rand::rng());
     let pool = match pool {
         Ok(i) => i,
@@ -141,7 +132,7 @@ async fn route_and_forward(
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
     headers::set_forwarded(
         &mut parts.headers,
-        client.peer.ip(),
+        &client.ip,
         if client.tls { "https" } else { "http" },
         host.clone(),
     );
@@ -212,12 +203,12 @@ fn request_host(req: &Request<Incoming>) -> Option<HeaderValue> {
 fn key_value<'r>(
     source: &KeySource,
     req: &'r Request<Incoming>,
-    _client: Client,
+    client: &'r Client,
 ) -> Option<&'r str> {
     let v = match source {
         KeySource::Header(name) => req.headers().get(name)?.to_str().ok()?,
         KeySource::Cookie(name) => headers::cookie(req.headers(), name)?,
-        KeySource::ClientIp => return None,
+        KeySource::ClientIp => client.ip.to_str().ok()?,
     };
     (!v.is_empty()).then_some(v)
 }

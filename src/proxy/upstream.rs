@@ -65,21 +65,9 @@ impl ConnPool {
                 return Ok((sender, true));
             }
         }
-        let stream = match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
-            Err(_) => return Err(ConnectError::Timeout(addr)),
-            Ok(Err(source)) => return Err(ConnectError::Io { addr, source }),
-            Ok(Ok(s)) => s,
-        };
-        let _ = stream.set_nodelay(true);
-        let (sender, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|source| ConnectError::Handshake { addr, source })?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!(backend = %addr, error = %e, "upstream connection ended");
-            }
-        });
+        // Boxed: connecting is the rare path, and its futures would otherwise make every
+        // request's state machine (moved several times per request) much larger.
+        let sender = Box::pin(connect(addr, connect_timeout)).await?;
         Ok((sender, false))
     }
 
@@ -98,4 +86,24 @@ impl ConnPool {
     fn pop(&self) -> Option<(Sender, Instant)> {
         self.idle.lock().ok()?.pop()
     }
+}
+
+/// A new keep-alive connection, its driver task spawned.
+async fn connect(addr: SocketAddr, connect_timeout: Duration) -> Result<Sender, ConnectError> {
+    let stream = match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
+        Err(_) => return Err(ConnectError::Timeout(addr)),
+        Ok(Err(source)) => return Err(ConnectError::Io { addr, source }),
+        Ok(Ok(s)) => s,
+    };
+    let _ = stream.set_nodelay(true);
+    let (sender, conn) = http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|source| ConnectError::Handshake { addr, source })?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(backend = %addr, error = %e, "upstream connection ended");
+        }
+    });
+    Ok(sender)
 }

@@ -235,17 +235,36 @@ impl Route {
                 };
             }
         }
-        let weights = self.effective_split().map(|(_, w)| w);
-        let chosen = match keys.sticky {
-            Some(key) => {
-                let names = self.split.iter().map(|(p, _)| &*p.name);
-                balance::rendezvous(key, names.zip(weights))
+        self.with_weights(|weights| {
+            let chosen = match keys.sticky {
+                Some(key) => {
+                    let names = self.split.iter().map(|(p, _)| &*p.name);
+                    balance::rendezvous(key, names.zip(weights.iter().copied()))
+                }
+                None => balance::weighted(weights.iter().copied(), rng.random::<f64>()),
+            };
+            match chosen {
+                // With fallback a chosen pool has capacity, so it has a ready backend.
+                Some(i) if self.config.fallback || self.split[i].0.backends.has_ready() => Ok(i),
+                pool => Err(NoReadyPool { pool }),
             }
-            None => balance::weighted(weights, rng.random::<f64>()),
-        };
-        match chosen {
-            Some(i) if self.split[i].0.backends.has_ready() => Ok(i),
-            pool => Err(NoReadyPool { pool }),
+        })
+    }
+
+    /// Runs `f` on the effective split, computed once (each pool's capacity is read
+    /// once) into a stack buffer for the usual handful of pools.
+    fn with_weights<R>(&self, f: impl FnOnce(&[f64]) -> R) -> R {
+        const INLINE: usize = 8;
+        let n = self.split.len();
+        if n <= INLINE {
+            let mut buf = [0.0; INLINE];
+            for (slot, (_, w)) in buf.iter_mut().zip(self.effective_split()) {
+                *slot = w;
+            }
+            f(&buf[..n])
+        } else {
+            let v: Vec<f64> = self.effective_split().map(|(_, w)| w).collect();
+            f(&v)
         }
     }
 

@@ -2,19 +2,35 @@
 //! longest whole-segment path prefix. Built once per snapshot; a lookup is a few hash
 //! probes (one per host label and per path segment), whatever the number of routes.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use crate::config::{HostPattern, RouteConfig};
 
+// The tables are built from the config and only read afterwards, so a fast hash without
+// flooding resistance is safe: a request's key cannot add entries or lengthen chains.
+type Map<V> = FxHashMap<String, V>;
+
 /// Prefix (normalised, no trailing slash) -> route index, for one host tier.
-type Prefixes = HashMap<String, usize>;
+#[derive(Debug, Default)]
+struct Prefixes {
+    by_prefix: Map<usize>,
+    /// The longest prefix in the tier: longer candidates need no lookup.
+    longest: usize,
+}
 
 #[derive(Debug, Default)]
 pub struct RouteTable {
-    exact: HashMap<String, Prefixes>,
+    exact: Map<Prefixes>,
     /// Keyed by the suffix with its leading dot: `*.example.com` is `.example.com`.
-    wildcard: HashMap<String, Prefixes>,
+    wildcard: Map<Prefixes>,
     any: Prefixes,
+}
+
+impl Prefixes {
+    fn insert(&mut self, prefix: &str, route: usize) {
+        self.longest = self.longest.max(prefix.len());
+        self.by_prefix.insert(prefix.to_owned(), route);
+    }
 }
 
 impl RouteTable {
@@ -22,14 +38,14 @@ impl RouteTable {
         let mut t = RouteTable::default();
         for (i, r) in routes.iter().enumerate() {
             if r.hosts.is_empty() {
-                t.any.insert(r.path_prefix.clone(), i);
+                t.any.insert(&r.path_prefix, i);
             }
             for h in &r.hosts {
                 let tier = match h {
                     HostPattern::Exact(name) => t.exact.entry(name.clone()).or_default(),
                     HostPattern::Suffix(sfx) => t.wildcard.entry(sfx.clone()).or_default(),
                 };
-                tier.insert(r.path_prefix.clone(), i);
+                tier.insert(&r.path_prefix, i);
             }
         }
         t
@@ -80,19 +96,20 @@ fn strip_port(host: &str) -> &str {
 
 /// The longest prefix of `path` that ends on a segment boundary and has a route.
 fn longest_prefix(prefixes: &Prefixes, path: &str) -> Option<usize> {
-    if prefixes.is_empty() {
+    if prefixes.by_prefix.is_empty() {
         return None;
     }
     let path = path.split(['?', '#']).next().unwrap_or(path);
-    if let Some(&i) = prefixes.get(path) {
-        return Some(i);
-    }
-    for (slash, _) in path.rmatch_indices('/') {
-        if let Some(&i) = prefixes.get(&path[..slash]) {
-            return Some(i);
+    let lookup = |candidate: &str| {
+        if candidate.len() > prefixes.longest {
+            return None;
         }
-    }
-    None
+        prefixes.by_prefix.get(candidate).copied()
+    };
+    lookup(path).or_else(|| {
+        path.rmatch_indices('/')
+            .find_map(|(slash, _)| lookup(&path[..slash]))
+    })
 }
 
 #[cfg(test)]

@@ -164,6 +164,13 @@ async fn accept(
     }
 }
 
+/// The client's IP as a header value, formatted once per connection for
+/// `X-Forwarded-For`.
+fn client_ip_header(peer: SocketAddr) -> http::HeaderValue {
+    http::HeaderValue::try_from(peer.ip().to_string())
+        .unwrap_or_else(|_| http::HeaderValue::from_static("unknown"))
+}
+
 /// Serves one client connection on its own task, watched by graceful shutdown.
 fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, graceful: &GracefulShutdown) {
     let _ = stream.set_nodelay(true);
@@ -179,20 +186,27 @@ fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, graceful: &Gr
     let conn_shared = ConnShared::new();
     let io = TokioIo::new(Guarded::new(stream, limits, conn_shared.clone()));
     let proxy = Proxy::new(shared.live.clone());
-    let client = Client { peer, tls: false };
     let counters = shared.clone();
+    let client = Client {
+        peer,
+        tls: false,
+        ip: client_ip_header(peer),
+    };
     let svc = service_fn(move |req| {
         let proxy = proxy.clone();
         let conn_shared = conn_shared.clone();
         let counters = counters.clone();
-        async move {
+        let client = client.clone();
+        // Boxed once here: hyper moves the service future into place, and the unboxed
+        // request state machine is kilobytes.
+        Box::pin(async move {
             conn_shared.request_started();
             counters.in_flight.fetch_add(1, Ordering::Relaxed);
-            let resp = proxy.handle(req, client).await;
+            let resp = proxy.handle(req, &client).await;
             counters.in_flight.fetch_sub(1, Ordering::Relaxed);
             conn_shared.request_done();
             Ok::<_, Infallible>(resp)
-        }
+        })
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
