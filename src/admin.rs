@@ -17,7 +17,11 @@ use crate::proxy::ProxyBody;
 use crate::server::Shared;
 
 /// Serves admin requests until `stop` flips.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<Option<std::time::Duration>>,
+) {
     loop {
         let stream = tokio::select! {
             _ = stop.changed() => return,

@@ -5,7 +5,9 @@
 //! caller's hands for a retry elsewhere; it goes back to the list only once its
 //! response body has been read to the end, so a checked-out sender is always free.
 
+use std::cell::Cell;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -24,10 +26,42 @@ const MAX_IDLE_AGE: Duration = Duration::from_secs(50);
 
 pub type Sender = SendRequest<UpstreamRequestBody>;
 
-/// The idle connections of one backend.
-#[derive(Debug, Default)]
+/// Idle connections with the time each went idle.
+type IdleList = Mutex<Vec<(Sender, Instant)>>;
+
+/// How many shards a new pool gets: one per worker thread.
+static SHARDS: AtomicUsize = AtomicUsize::new(1);
+
+thread_local! {
+    /// The worker this thread serves for; picks its shard of every pool.
+    static SHARD: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Sets the number of worker threads, before any backend is created.
+pub fn set_shards(workers: usize) {
+    SHARDS.store(workers.max(1), Ordering::Relaxed);
+}
+
+/// Marks the calling thread as worker `index`.
+pub fn set_current_shard(index: usize) {
+    SHARD.with(|s| s.set(index));
+}
+
+/// The idle connections of one backend, one list per worker thread: a connection is
+/// driven by a task on the worker that opened it, so reusing it from that worker keeps
+/// its wake-ups on one thread.
+#[derive(Debug)]
 pub struct ConnPool {
-    idle: Mutex<Vec<(Sender, Instant)>>,
+    idle: Box<[IdleList]>,
+}
+
+impl Default for ConnPool {
+    fn default() -> Self {
+        let n = SHARDS.load(Ordering::Relaxed);
+        ConnPool {
+            idle: (0..n).map(|_| Mutex::new(Vec::new())).collect(),
+        }
+    }
 }
 
 /// Why no connection could be had.
@@ -76,7 +110,7 @@ impl ConnPool {
         if sender.is_closed() {
             return;
         }
-        if let Ok(mut idle) = self.idle.lock() {
+        if let Ok(mut idle) = self.shard().lock() {
             if idle.len() < MAX_IDLE {
                 idle.push((sender, Instant::now()));
             }
@@ -84,7 +118,12 @@ impl ConnPool {
     }
 
     fn pop(&self) -> Option<(Sender, Instant)> {
-        self.idle.lock().ok()?.pop()
+        self.shard().lock().ok()?.pop()
+    }
+
+    fn shard(&self) -> &IdleList {
+        let i = SHARD.with(Cell::get) % self.idle.len();
+        &self.idle[i]
     }
 }
 

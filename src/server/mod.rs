@@ -3,6 +3,7 @@
 
 pub mod framing;
 pub mod guard;
+mod workers;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -48,9 +49,12 @@ pub struct Running {
     pub http_addrs: Vec<SocketAddr>,
     pub admin_addr: SocketAddr,
     pub shared: Arc<Shared>,
-    stop: watch::Sender<bool>,
+    /// Carries the grace period once shutdown starts.
+    stop: watch::Sender<Option<Duration>>,
     accept_loops: Vec<JoinHandle<()>>,
     graceful: Arc<GracefulShutdown>,
+    /// Workers 1.. (worker 0 is the caller's runtime).
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 /// How a shutdown went.
@@ -72,6 +76,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("binding admin listener {}", config.admin))?;
     let admin_addr = admin_listener.local_addr()?;
+    let workers = match config.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    crate::proxy::upstream::set_shards(workers);
     let registry = Registry::new();
     let snapshot = Snapshot::build(config, &registry, None).await;
     let shared = Arc::new(Shared {
@@ -81,32 +90,51 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         in_flight: AtomicUsize::new(0),
         connections: AtomicUsize::new(0),
     });
-    let (stop, stopped) = watch::channel(false);
+    let (stop, stopped) = watch::channel(None);
     let mut accept_loops = vec![tokio::spawn(crate::admin::serve(
         admin_listener,
         shared.clone(),
         stopped.clone(),
     ))];
 
+    // Every address is bound once per worker; worker 0 serves on this runtime.
     let graceful = Arc::new(GracefulShutdown::new());
     let mut http_addrs = Vec::new();
+    let mut per_worker: Vec<Vec<TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
     let listen = shared.live.load().config.listen.http.clone();
     for addr in listen {
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding proxy listener {addr}"))?;
-        let local = listener.local_addr()?;
-        tracing::info!(addr = %local, "listening (http)");
+        let listeners = workers::bind(addr, workers)?;
+        let local = listeners[0].local_addr()?;
+        tracing::info!(addr = %local, workers, "listening (http)");
         http_addrs.push(local);
-        accept_loops.push(tokio::spawn(accept(
-            listener,
-            shared.clone(),
-            stopped.clone(),
-            graceful.clone(),
-        )));
+        for (w, l) in listeners.into_iter().enumerate() {
+            per_worker[w].push(l);
+        }
     }
-    tracing::info!(addr = %admin_addr, "admin listening");
+    let mut threads = Vec::new();
+    for (w, listeners) in per_worker.into_iter().enumerate() {
+        if w == 0 {
+            for l in listeners {
+                accept_loops.push(tokio::spawn(accept(
+                    l,
+                    shared.clone(),
+                    stopped.clone(),
+                    graceful.clone(),
+                )));
+            }
+        } else {
+            threads.push(workers::spawn(
+                w,
+                listeners,
+                shared.clone(),
+                stopped.clone(),
+            )?);
+        }
+    }
+    // Every listener is bound (connections queue until accepted): ready before the log
+    // line that tells the outside so.
     shared.ready.store(true, Ordering::Release);
+    tracing::info!(addr = %admin_addr, "admin listening");
     Ok(Running {
         http_addrs,
         admin_addr,
@@ -114,6 +142,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         stop,
         accept_loops,
         graceful,
+        threads,
     })
 }
 
@@ -122,29 +151,37 @@ impl Running {
     /// many were cut.
     pub async fn shutdown(self, grace: Duration) -> Drained {
         self.shared.ready.store(false, Ordering::Release);
-        let _ = self.stop.send(true);
+        let _ = self.stop.send(Some(grace));
         for l in self.accept_loops {
             let _ = l.await;
         }
         // The accept loops have ended, so this is the last handle.
         if let Ok(g) = Arc::try_unwrap(self.graceful) {
-            if tokio::time::timeout(grace, g.shutdown()).await.is_err() {
-                let cut = self.shared.in_flight.load(Ordering::Acquire);
-                tracing::warn!(
-                    cut,
-                    "shutdown grace period ended with requests still running"
-                );
-                return Drained { cut };
-            }
+            let _ = tokio::time::timeout(grace, g.shutdown()).await;
         }
-        Drained { cut: 0 }
+        // The other workers drain in parallel, each for at most `grace`.
+        let threads = self.threads;
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
+        let cut = self.shared.in_flight.load(Ordering::Acquire);
+        if cut > 0 {
+            tracing::warn!(
+                cut,
+                "shutdown grace period ended with requests still running"
+            );
+        }
+        Drained { cut }
     }
 }
 
 async fn accept(
     listener: TcpListener,
     shared: Arc<Shared>,
-    mut stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<Option<Duration>>,
     graceful: Arc<GracefulShutdown>,
 ) {
     loop {

@@ -1,0 +1,104 @@
+//! Thread-per-core serving, as nginx does it: each extra worker is a thread with its own
+//! current-thread runtime and its own `SO_REUSEPORT` listener on every proxy address, so
+//! the kernel spreads connections and a connection's requests, its upstream
+//! connections and their wake-ups all stay on one thread.
+//!
+//! Worker 0 is the runtime that called [`super::start`]; it also runs the admin
+//! listener, health probes and reloads.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::watch;
+
+use super::Shared;
+use crate::proxy::upstream;
+
+/// Binds `addr` once per worker with `SO_REUSEPORT`. The first bind fixes the port, so
+/// port 0 gives every worker the same kernel-chosen port.
+pub(super) fn bind(addr: SocketAddr, workers: usize) -> anyhow::Result<Vec<TcpListener>> {
+    let first = bind_one(addr).with_context(|| format!("binding proxy listener {addr}"))?;
+    let local = first.local_addr()?;
+    let mut all = vec![first];
+    for _ in 1..workers {
+        all.push(bind_one(local).with_context(|| format!("binding proxy listener {local}"))?);
+    }
+    Ok(all)
+}
+
+fn bind_one(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    #[cfg(unix)]
+    socket.set_reuseport(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
+}
+
+/// Starts worker `index` on its own thread, serving `listeners` until `stop` carries a
+/// grace period, then draining for up to that long.
+pub(super) fn spawn(
+    index: usize,
+    listeners: Vec<TcpListener>,
+    shared: Arc<Shared>,
+    stop: watch::Receiver<Option<Duration>>,
+) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    // A listener belongs to the reactor that created it: hand it over as a std socket.
+    let listeners = listeners
+        .into_iter()
+        .map(|l| l.into_std())
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let thread = std::thread::Builder::new()
+        .name(format!("cutover-worker-{index}"))
+        .spawn(move || {
+            upstream::set_current_shard(index);
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!(worker = index, error = %e, "cannot start worker runtime");
+                    return;
+                }
+            };
+            rt.block_on(serve(listeners, shared, stop));
+        })?;
+    Ok(thread)
+}
+
+async fn serve(
+    listeners: Vec<std::net::TcpListener>,
+    shared: Arc<Shared>,
+    stop: watch::Receiver<Option<Duration>>,
+) {
+    let graceful = Arc::new(GracefulShutdown::new());
+    let mut loops = Vec::new();
+    for l in listeners {
+        match TcpListener::from_std(l) {
+            Ok(l) => loops.push(tokio::spawn(super::accept(
+                l,
+                shared.clone(),
+                stop.clone(),
+                graceful.clone(),
+            ))),
+            Err(e) => tracing::error!(error = %e, "worker cannot use its listener"),
+        }
+    }
+    for l in loops {
+        let _ = l.await;
+    }
+    let grace = stop.borrow().unwrap_or_default();
+    if let Ok(g) = Arc::try_unwrap(graceful) {
+        let _ = tokio::time::timeout(grace, g.shutdown()).await;
+    }
+}
