@@ -156,3 +156,66 @@ async fn garbage_gets_400_and_the_proxy_keeps_serving() {
     }
     assert_eq!(get(proxy.addr, "/", &[]).await.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_long_streaming_response_outlives_idle_timeout() {
+    let up = Upstream::start("u").await;
+    let proxy = proxy_with(&up, "[limits]\nidle_timeout = \"300ms\"").await;
+    let r = get(proxy.addr, "/drip/10", &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, "drip\n".repeat(10), "the body was cut");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_upgrade_closes_so_nothing_unchecked_follows() {
+    let up = Upstream::start("u").await;
+    let proxy = Proxy::start(&format!(
+        "[pools.p]\nbackends = [\"{}\"]\n[[routes]]\nname = \"r\"\npath_prefix = \"/only\"\nsplit = {{ p = 1 }}\n",
+        up.addr
+    ))
+    .await;
+    // An upgrade request nobody accepts (no route), then a smuggling attempt on the
+    // same connection.
+    let out = raw(
+        proxy.addr,
+        b"GET /elsewhere HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n\
+          POST /only HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 404"), "{out}");
+    assert!(out.to_lowercase().contains("connection: close"), "{out}");
+    assert_eq!(up.hits(), 0, "nothing may follow a refused upgrade");
+    // Upgrade without `Connection: upgrade` does not switch the guard off.
+    let out = raw(
+        proxy.addr,
+        b"GET /only HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n\
+          POST /only HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(!out.contains("HTTP/1.1 200") || up.hits() == 1, "{out}");
+    assert!(
+        up.seen
+            .lock()
+            .expect("lock")
+            .iter()
+            .all(|h| !h.starts_with("POST")),
+        "the CL+TE request was forwarded"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_pipelined_request_never_overtakes_the_answer_before_it() {
+    let up = Upstream::start("u").await;
+    let proxy = proxy_with(&up, "").await;
+    let out = raw(
+        proxy.addr,
+        b"GET /slow/300 HTTP/1.1\r\nHost: a\r\n\r\n\
+          POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(
+        out.starts_with("HTTP/1.1 200"),
+        "the first request's answer must come first: {out}"
+    );
+    assert_eq!(up.hits(), 1);
+}

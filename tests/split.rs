@@ -247,3 +247,19 @@ async fn sticky_by_client_ip_keeps_one_client_on_one_pool() {
         "one client IP must stay on one pool, got {e}/{k}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_overridden_request_is_never_served_by_another_pool() {
+    let ecs = Upstream::start("ecs").await;
+    let dead = support::upstream::closed_port().await;
+    let proxy = Proxy::start(&format!(
+        "[pools.ecs]\nbackends = [\"{}\"]\n[pools.k8s]\nbackends = [\"{dead}\"]\n\
+         [[routes]]\nname = \"r\"\nsplit = {{ ecs = 50, k8s = 50 }}\noverride = \"header:x-cutover-pool\"\n",
+        ecs.addr
+    ))
+    .await;
+    let r = get(proxy.addr, "/", &[("x-cutover-pool", "k8s")]).await;
+    assert_eq!(r.status, 502, "{}", r.body);
+    assert_eq!(r.header("x-cutover-error"), Some("connect_failed"));
+    assert_eq!(ecs.hits(), 0);
+}

@@ -115,7 +115,17 @@ impl Checker<'_> {
         }
         Config {
             path: self.path.to_path_buf(),
-            workers: raw.runtime.workers.map_or(0, |w| *w.get_ref() as usize),
+            workers: match &raw.runtime.workers {
+                None => 0,
+                Some(w) if *w.get_ref() > 1024 => {
+                    self.error(
+                        w.span(),
+                        "workers must be at most 1024 (0 = one per CPU core)",
+                    );
+                    0
+                }
+                Some(w) => *w.get_ref() as usize,
+            },
             listen,
             tls,
             admin,
@@ -238,7 +248,14 @@ impl Checker<'_> {
                 .shutdown_grace
                 .as_ref()
                 .map_or(Duration::from_secs(30), |s| s.get_ref().0),
-            retries: raw.retries.as_ref().map_or(2, |s| *s.get_ref()),
+            retries: match &raw.retries {
+                None => 2,
+                Some(s) if *s.get_ref() > 100 => {
+                    self.error(s.span(), "retries must be at most 100");
+                    2
+                }
+                Some(s) => *s.get_ref(),
+            },
         }
     }
 

@@ -3,7 +3,7 @@
 //! connection back to its pool when it ends).
 
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
@@ -31,6 +31,8 @@ pub enum UpstreamRequestBody {
         inner: Incoming,
         limit: Option<u64>,
         seen: u64,
+        /// Set once the whole body has been handed to the backend connection.
+        done: Arc<AtomicBool>,
     },
 }
 
@@ -43,7 +45,17 @@ impl UpstreamRequestBody {
                 inner,
                 limit,
                 seen: 0,
+                done: Arc::new(AtomicBool::new(false)),
             }
+        }
+    }
+
+    /// A flag that turns true when the body has been sent whole; `None` when there is
+    /// no body to send.
+    pub fn completion(&self) -> Option<Arc<AtomicBool>> {
+        match self {
+            UpstreamRequestBody::Empty => None,
+            UpstreamRequestBody::Stream { done, .. } => Some(done.clone()),
         }
     }
 
@@ -62,8 +74,13 @@ impl Body for UpstreamRequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.get_mut() {
             UpstreamRequestBody::Empty => Poll::Ready(None),
-            UpstreamRequestBody::Stream { inner, limit, seen } => {
-                let frame = ready!(Pin::new(inner).poll_frame(cx));
+            UpstreamRequestBody::Stream {
+                inner,
+                limit,
+                seen,
+                done,
+            } => {
+                let frame = ready!(Pin::new(&mut *inner).poll_frame(cx));
                 match frame {
                     Some(Ok(f)) => {
                         if let Some(d) = f.data_ref() {
@@ -72,10 +89,17 @@ impl Body for UpstreamRequestBody {
                                 return Poll::Ready(Some(Err(RequestBodyError::TooLarge)));
                             }
                         }
+                        // hyper stops polling once the body says it has ended.
+                        if inner.is_end_stream() {
+                            done.store(true, Ordering::Release);
+                        }
                         Poll::Ready(Some(Ok(f)))
                     }
                     Some(Err(e)) => Poll::Ready(Some(Err(RequestBodyError::Client(e)))),
-                    None => Poll::Ready(None),
+                    None => {
+                        done.store(true, Ordering::Release);
+                        Poll::Ready(None)
+                    }
                 }
             }
         }
@@ -132,14 +156,22 @@ pub struct UpstreamBody {
     inner: Incoming,
     sender: Option<Sender>,
     in_flight: InFlight,
+    /// The request body's completion flag: a connection still uploading is busy.
+    request_sent: Option<Arc<AtomicBool>>,
 }
 
 impl UpstreamBody {
-    pub fn new(inner: Incoming, sender: Sender, in_flight: InFlight) -> Self {
+    pub fn new(
+        inner: Incoming,
+        sender: Sender,
+        in_flight: InFlight,
+        request_sent: Option<Arc<AtomicBool>>,
+    ) -> Self {
         let mut b = UpstreamBody {
             inner,
             sender: Some(sender),
             in_flight,
+            request_sent,
         };
         if b.inner.is_end_stream() {
             b.release();
@@ -147,8 +179,15 @@ impl UpstreamBody {
         b
     }
 
+    /// Hands the connection back, unless the request is still being uploaded (the
+    /// backend answered early): then it is dropped and closes once that ends.
     fn release(&mut self) {
-        if let Some(s) = self.sender.take() {
+        let Some(s) = self.sender.take() else { return };
+        if self
+            .request_sent
+            .as_ref()
+            .is_none_or(|d| d.load(Ordering::Acquire))
+        {
             self.in_flight.backend().conns.checkin(s);
         }
     }

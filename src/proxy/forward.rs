@@ -24,6 +24,7 @@ pub struct Answer {
     pub response: Response<Incoming>,
     pub sender: Sender,
     pub in_flight: InFlight,
+    pub request_sent: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// Enough of a bodiless request to send it again.
@@ -37,6 +38,7 @@ pub async fn forward(
     snapshot: &Snapshot,
     route: &Route,
     first_pool: usize,
+    overridden: bool,
     mut parts: Parts,
     body: UpstreamRequestBody,
     outcome: &mut Outcome,
@@ -50,12 +52,13 @@ pub async fn forward(
             Uri::try_from(pq).map_err(|_| ProxyError::BadRequest("invalid request target"))?;
     }
     let replayable = limits.retries > 0 && is_idempotent(&parts.method) && body.is_empty();
+    let request_sent = body.completion();
     let mut request = Some(Request::from_parts(parts, body));
 
     let mut pool_i = first_pool;
     let mut tried_pools: Vec<usize> = Vec::new();
     let mut tried: Vec<usize> = Vec::new();
-    let mut attempts_left = limits.retries + 1;
+    let mut attempts_left = limits.retries.saturating_add(1);
     let mut last_error = ProxyError::NoReadyBackend;
     loop {
         let Some(req) = request.take() else {
@@ -68,7 +71,13 @@ pub async fn forward(
         let Some(member) = pool.backends.pick(rand::random::<f64>(), &tried) else {
             // This pool has nothing left to try: move on by fallback, if allowed.
             tried_pools.push(pool_i);
-            match route.fallback_pool(&tried_pools, &mut rand::rng()) {
+            // A tester who named a pool must see that pool's truth, never another's.
+            let next = if overridden {
+                None
+            } else {
+                route.fallback_pool(&tried_pools, &mut rand::rng())
+            };
+            match next {
                 Some(next) => {
                     pool_i = next;
                     tried.clear();
@@ -116,6 +125,7 @@ pub async fn forward(
                     response,
                     sender,
                     in_flight,
+                    request_sent,
                 });
             }
             Err(_elapsed) => {
@@ -165,7 +175,12 @@ impl Answer {
     pub fn into_client_response(self) -> Response<ProxyBody> {
         let (mut parts, body) = self.response.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers, false);
-        let body = ProxyBody::Upstream(UpstreamBody::new(body, self.sender, self.in_flight));
+        let body = ProxyBody::Upstream(UpstreamBody::new(
+            body,
+            self.sender,
+            self.in_flight,
+            self.request_sent,
+        ));
         Response::from_parts(parts, body)
     }
 }

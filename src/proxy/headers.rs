@@ -27,22 +27,26 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     if n == 0 && !keep_upgrade {
         return;
     }
-    if let Some(conn) = headers.get(header::CONNECTION) {
-        if !is_std_hop(conn.as_bytes()) {
-            let named: Vec<HeaderName> = headers
-                .get_all(header::CONNECTION)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(','))
-                .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-                .collect();
-            for name in named {
-                if !(keep_upgrade && name == header::UPGRADE) {
-                    headers.remove(&name);
-                }
+    // Headers named by Connection (get_all is empty without one).
+    if headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .any(|v| !is_std_hop(v.as_bytes()))
+    {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            if !(keep_upgrade && name == header::UPGRADE) {
+                headers.remove(&name);
             }
         }
     }
+
     for name in found.iter().flatten() {
         if !(keep_upgrade && name == header::UPGRADE) {
             headers.remove(name);
@@ -78,9 +82,13 @@ fn is_std_hop(v: &[u8]) -> bool {
     v.eq_ignore_ascii_case(b"close") || v.eq_ignore_ascii_case(b"keep-alive")
 }
 
-/// Whether a request asks to switch protocols (WebSocket and friends).
+/// Whether a request asks to switch protocols (WebSocket and friends). `h2c` is not
+/// tunnelled: a backend that accepted it would take the client's later HTTP/2 streams
+/// past routing, the split and every limit.
 pub fn wants_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE)
+    headers
+        .get(header::UPGRADE)
+        .is_some_and(|v| !v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"h2c"))
         && headers
             .get_all(header::CONNECTION)
             .iter()
@@ -141,6 +149,22 @@ fn new_request_id() -> HeaderValue {
         *byte = HEX[((n >> (i * 4)) & 0xf) as usize];
     }
     HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+/// Joins several `Cookie` fields into one, separated by "; ".
+pub fn join_cookies(headers: &mut HeaderMap) {
+    let mut all = headers.get_all(header::COOKIE).iter();
+    if all.next().is_none() || all.next().is_none() {
+        return;
+    }
+    let joined: Vec<&[u8]> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect();
+    if let Ok(v) = HeaderValue::from_bytes(&joined.join(&b"; "[..])) {
+        headers.insert(header::COOKIE, v);
+    }
 }
 
 /// The value of cookie `name` in the request's `Cookie` headers.

@@ -58,6 +58,7 @@ impl Proxy {
         let mut outcome = Outcome::new(Instant::now());
         let mut req = req;
         let request_id = headers::request_id(req.headers_mut());
+        let upgrade = req.version() == Version::HTTP_11 && headers::wants_upgrade(req.headers());
         let log_line = snapshot.config.access_log.then(|| access_log::RequestLine {
             client: client.peer,
             method: req.method().clone(),
@@ -76,6 +77,12 @@ impl Proxy {
             }
         };
         outcome.status = resp.status().as_u16();
+        if upgrade && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+            // A refused switch: close after this answer, so that the framing guard (which
+            // stopped checking at the upgrade request) never sees another request here.
+            resp.headers_mut()
+                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
         metrics::record(&outcome);
         if let Some(line) = &log_line {
             let length = http_body::Body::size_hint(resp.body()).exact();
@@ -115,6 +122,9 @@ async fn route_and_forward(
             .and_then(|s| key_value(s, &req, client))
             .map(str::as_bytes),
     };
+    let overridden = keys
+        .override_pool
+        .is_some_and(|name| route.split.iter().any(|(p, _)| &*p.name == name));
     let pool = route.pick_pool(&keys, &mut rand::rng());
     let pool = match pool {
         Ok(i) => i,
@@ -130,6 +140,10 @@ async fn route_and_forward(
         .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>())
         .flatten();
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
+    if parts.version == Version::HTTP_2 {
+        // HTTP/2 may split cookies into several fields; HTTP/1.1 wants one (RFC 9113 8.2.3).
+        headers::join_cookies(&mut parts.headers);
+    }
     headers::set_forwarded(
         &mut parts.headers,
         &client.ip,
@@ -148,7 +162,7 @@ async fn route_and_forward(
     }
     let body = UpstreamRequestBody::new(body, limits.max_body_bytes);
     // 5. Forward.
-    let answer = forward::forward(snapshot, route, pool, parts, body, outcome).await?;
+    let answer = forward::forward(snapshot, route, pool, overridden, parts, body, outcome).await?;
     // 6. Respond.
     let resp = match client_upgrade {
         Some(on_client) if answer.response.status() == http::StatusCode::SWITCHING_PROTOCOLS => {

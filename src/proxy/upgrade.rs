@@ -14,6 +14,7 @@ pub fn tunnel(on_client: OnUpgrade, answer: Answer) -> Response<ProxyBody> {
         mut response,
         sender,
         in_flight,
+        ..
     } = answer;
     let on_backend = hyper::upgrade::on(&mut response);
     // The sender must go so the backend connection can hand over its socket.

@@ -95,7 +95,12 @@ impl ConnPool {
             if sender.is_closed() || since.elapsed() > MAX_IDLE_AGE {
                 continue;
             }
-            if sender.is_ready() || sender.ready().await.is_ok() {
+            // Only connections whose exchange is complete are pooled, so this wait is
+            // for the driver task to notice; the bound is a safety net, not a wait.
+            if sender.is_ready() {
+                return Ok((sender, true));
+            }
+            if let Ok(Ok(())) = tokio::time::timeout(connect_timeout, sender.ready()).await {
                 return Ok((sender, true));
             }
         }

@@ -58,17 +58,19 @@ pub enum Step {
     NeedMore,
 }
 
-/// Scans as far as possible into `buf`. Returns how many leading bytes are checked; the
-/// rest (an incomplete head) waits for more.
-pub fn scan(state: &mut Scan, buf: &[u8], max_head: usize) -> Result<usize, FramingError> {
+/// Scans as far as possible into `buf`. Returns how many leading bytes are checked
+/// and, if it stopped at bad bytes, why; after the checked bytes comes either an
+/// incomplete head (more must arrive) or, with an error, the bad part.
+pub fn scan(state: &mut Scan, buf: &[u8], max_head: usize) -> (usize, Option<FramingError>) {
     let mut pos = 0;
     while pos < buf.len() {
-        match step(state, &buf[pos..], max_head)? {
-            Step::Consumed(n) => pos += n,
-            Step::NeedMore => break,
+        match step(state, &buf[pos..], max_head) {
+            Ok(Step::Consumed(n)) => pos += n,
+            Ok(Step::NeedMore) => break,
+            Err(e) => return (pos, Some(e)),
         }
     }
-    Ok(pos)
+    (pos, None)
 }
 
 fn step(state: &mut Scan, buf: &[u8], max_head: usize) -> Result<Step, FramingError> {
@@ -161,6 +163,7 @@ fn framing_of(req: &httparse::Request<'_, '_>) -> Result<Scan, FramingError> {
     let mut chunked_last = false;
     let mut hosts = 0;
     let mut upgrade = false;
+    let mut connection_upgrade = false;
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
         if name.eq_ignore_ascii_case(b"content-length") {
@@ -184,7 +187,14 @@ fn framing_of(req: &httparse::Request<'_, '_>) -> Result<Scan, FramingError> {
         } else if name.eq_ignore_ascii_case(b"host") {
             hosts += 1;
         } else if name.eq_ignore_ascii_case(b"upgrade") {
-            upgrade = true;
+            // h2c upgrades are not tunnelled (the proxy strips them), so they do not
+            // switch the connection.
+            upgrade = !h.value.trim_ascii().eq_ignore_ascii_case(b"h2c");
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            connection_upgrade |= h
+                .value
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade"));
         }
     }
     if hosts > 1 {
@@ -208,8 +218,10 @@ fn framing_of(req: &httparse::Request<'_, '_>) -> Result<Scan, FramingError> {
         }
         return Ok(Scan::Chunked(Chunk::Size(0, 0)));
     }
-    if upgrade && req.version == Some(1) {
-        // After a (possible) protocol switch the bytes are no longer HTTP/1.
+    if upgrade && connection_upgrade && req.version == Some(1) {
+        // After a (possible) protocol switch the bytes are no longer HTTP/1. If the
+        // switch is refused, the proxy closes the connection after its answer, so no
+        // unchecked request can follow on it.
         return Ok(Scan::Passthrough);
     }
     Ok(match content_length {
@@ -294,7 +306,10 @@ mod tests {
 
     fn run(input: &[u8]) -> Result<(usize, Scan), FramingError> {
         let mut s = Scan::Head;
-        scan(&mut s, input, 8192).map(|n| (n, s))
+        match scan(&mut s, input, 8192) {
+            (n, None) => Ok((n, s)),
+            (_, Some(e)) => Err(e),
+        }
     }
 
     #[test]
@@ -320,7 +335,8 @@ mod tests {
         let mut pending: Vec<u8> = Vec::new();
         for &b in req.iter() {
             pending.push(b);
-            let n = scan(&mut s, &pending, 8192).expect("valid");
+            let (n, err) = scan(&mut s, &pending, 8192);
+            assert_eq!(err, None);
             pending.drain(..n);
             fed += n;
         }
@@ -352,19 +368,43 @@ mod tests {
     }
 
     #[test]
+    fn the_good_requests_before_a_bad_one_are_kept() {
+        let mut s = Scan::Head;
+        let good = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        let mut both = good.to_vec();
+        both.extend_from_slice(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n");
+        let (n, err) = scan(&mut s, &both, 8192);
+        assert_eq!(n, good.len());
+        assert!(matches!(err, Some(FramingError::BadRequest(_))));
+    }
+
+    #[test]
     fn oversized_head_is_431() {
         let mut s = Scan::Head;
         let mut big = b"GET / HTTP/1.1\r\nX: ".to_vec();
         big.resize(9000, b'a');
-        assert_eq!(scan(&mut s, &big, 8192), Err(FramingError::HeadTooLarge));
+        assert_eq!(
+            scan(&mut s, &big, 8192),
+            (0, Some(FramingError::HeadTooLarge))
+        );
     }
 
     #[test]
     fn h2_preface_switches_to_passthrough() {
         let mut s = Scan::Head;
-        assert_eq!(scan(&mut s, b"PRI * HT", 8192), Ok(0));
-        assert_eq!(scan(&mut s, H2_PREFACE, 8192), Ok(H2_PREFACE.len()));
+        assert_eq!(scan(&mut s, b"PRI * HT", 8192), (0, None));
+        assert_eq!(scan(&mut s, H2_PREFACE, 8192), (H2_PREFACE.len(), None));
         assert_eq!(s, Scan::Passthrough);
+    }
+
+    #[test]
+    fn upgrade_without_connection_upgrade_or_for_h2c_keeps_checking() {
+        for head in [
+            &b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n",
+        ] {
+            assert_eq!(run(head), Ok((head.len(), Scan::Head)));
+        }
     }
 
     #[test]

@@ -53,9 +53,23 @@ pub struct Guarded<IO> {
     limits: GuardLimits,
     clock: Pin<Box<Sleep>>,
     clock_for: Clock,
-    /// Set once the guard answered the client itself: the bytes still to write.
-    failing: Option<(bytes::Bytes, bool)>,
+    /// Set once the guard has decided to end the connection.
+    ending: Option<Ending>,
+    /// Bad bytes found behind good requests: acted on once those are handed over.
+    deferred: Option<FramingError>,
     shared: Arc<ConnShared>,
+}
+
+/// How the guard ends a connection.
+#[derive(Debug)]
+enum Ending {
+    /// Write this answer (until empty), then report end of stream; whatever hyper writes
+    /// afterwards is dropped.
+    Answer(bytes::Bytes),
+    /// Report end of stream and let hyper finish what it is writing: used when a
+    /// response to an earlier (pipelined) request is still on its way, which an answer
+    /// of ours would otherwise overtake.
+    Quiet,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,7 +117,8 @@ impl<IO> Guarded<IO> {
             limits,
             clock: Box::pin(tokio::time::sleep_until(deadline)),
             clock_for: Clock::Idle,
-            failing: None,
+            ending: None,
+            deferred: None,
             shared,
         }
     }
@@ -114,9 +129,18 @@ impl<IO> Guarded<IO> {
             FramingError::HeadTooLarge => ProxyError::HeadersTooLarge,
         };
         tracing::debug!(error = %e, "refused client bytes");
-        self.failing = Some((e.raw_response(), false));
+        self.end_with(e.raw_response());
         self.pending.clear();
         self.checked = 0;
+    }
+
+    fn end_with(&mut self, answer: bytes::Bytes) {
+        let busy = self.shared.in_flight.load(Ordering::Acquire) > 0;
+        self.ending = Some(if busy {
+            Ending::Quiet
+        } else {
+            Ending::Answer(answer)
+        });
     }
 
     /// Checks more of `pending`; returns whether anything new became releasable.
@@ -131,14 +155,23 @@ impl<IO> Guarded<IO> {
                 return Ok(());
             }
         }
-        let n = framing::scan(
+        let (n, err) = framing::scan(
             &mut self.scan,
             &self.pending[self.checked..],
             self.limits.max_head,
-        )?;
+        );
         self.checked += n;
         if n > 0 {
             self.searched = 0;
+        }
+        if let Some(e) = err {
+            // Hand over what came before the bad bytes first; fail once it is taken.
+            self.pending.truncate(self.checked);
+            if self.checked > 0 {
+                self.deferred = Some(e);
+            } else {
+                return Err(e);
+            }
         }
         Ok(())
     }
@@ -158,22 +191,17 @@ impl<IO> Guarded<IO> {
 }
 
 impl<IO: AsyncRead + AsyncWrite + Unpin> Guarded<IO> {
-    /// Writes the guard's own answer, then reports end of stream to hyper.
-    fn poll_fail(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while let Some((bytes, done)) = &mut self.failing {
-            if *done {
-                return Poll::Ready(Ok(()));
+    /// Writes the guard's own answer, if any, then reports end of stream to hyper.
+    fn poll_end(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let Some(Ending::Answer(bytes)) = &mut self.ending {
+            while !bytes.is_empty() {
+                let n = ready!(Pin::new(&mut self.io).poll_write(cx, bytes))?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                bytes.advance(n);
             }
-            if bytes.is_empty() {
-                ready!(Pin::new(&mut self.io).poll_flush(cx))?;
-                *done = true;
-                continue;
-            }
-            let n = ready!(Pin::new(&mut self.io).poll_write(cx, bytes))?;
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-            }
-            bytes.advance(n);
+            ready!(Pin::new(&mut self.io).poll_flush(cx))?;
         }
         Poll::Ready(Ok(()))
     }
@@ -191,7 +219,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Guarded<IO> {
         }
         match want {
             Clock::Header => {
-                self.failing = Some((ProxyError::ClientTimeout.raw_response(), false));
+                self.end_with(ProxyError::ClientTimeout.raw_response());
                 true
             }
             _ => {
@@ -208,7 +236,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Guarded<IO> {
                     let _ = self.clock.as_mut().poll(cx);
                     return false;
                 }
-                self.failing = Some((bytes::Bytes::new(), true));
+                self.ending = Some(Ending::Quiet);
                 true
             }
         }
@@ -223,8 +251,14 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for Guarded<IO> {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         loop {
-            if this.failing.is_some() {
-                return this.poll_fail(cx);
+            if this.ending.is_some() {
+                return this.poll_end(cx);
+            }
+            if this.checked == 0 {
+                if let Some(e) = this.deferred.take() {
+                    this.fail(e);
+                    continue;
+                }
             }
             // 1. Hand over what is already checked.
             if this.checked > 0 {
@@ -250,7 +284,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for Guarded<IO> {
                     return Poll::Ready(Ok(()));
                 }
                 match framing::scan(&mut this.scan, fresh, this.limits.max_head) {
-                    Ok(n) => {
+                    (n, None) => {
                         if n < fresh.len() {
                             this.pending.extend_from_slice(&fresh[n..]);
                             this.searched = 0;
@@ -264,8 +298,14 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for Guarded<IO> {
                         }
                         continue;
                     }
-                    Err(e) => {
-                        out.set_filled(before);
+                    (n, Some(e)) => {
+                        // Requests before the bad bytes go on to hyper; the failure waits
+                        // until they have been taken (and so are in flight).
+                        out.set_filled(before + n);
+                        if n > 0 {
+                            this.deferred = Some(e);
+                            return Poll::Ready(Ok(()));
+                        }
                         this.fail(e);
                         continue;
                     }
@@ -295,7 +335,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Guarded<IO> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.failing.is_some() {
+        if matches!(this.ending, Some(Ending::Answer(_))) {
             // The guard has answered; whatever hyper says after that is dropped.
             return Poll::Ready(Ok(buf.len()));
         }
@@ -308,7 +348,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Guarded<IO> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.failing.is_some() {
+        if matches!(this.ending, Some(Ending::Answer(_))) {
             return Poll::Ready(Ok(bufs.iter().map(|b| b.len()).sum()));
         }
         Pin::new(&mut this.io).poll_write_vectored(cx, bufs)

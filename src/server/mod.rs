@@ -3,6 +3,7 @@
 
 pub mod framing;
 pub mod guard;
+mod inflight;
 mod workers;
 
 use std::convert::Infallible;
@@ -230,19 +231,19 @@ fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, graceful: &Gr
         ip: client_ip_header(peer),
     };
     let svc = service_fn(move |req| {
+        // Counted from the call, not the first poll: hyper may read on before it polls,
+        // and the guard must already know a request is being served.
+        let in_flight = inflight::InFlight::start(conn_shared.clone(), counters.clone());
         let proxy = proxy.clone();
-        let conn_shared = conn_shared.clone();
-        let counters = counters.clone();
         let client = client.clone();
         // Boxed once here: hyper moves the service future into place, and the unboxed
         // request state machine is kilobytes.
         Box::pin(async move {
-            conn_shared.request_started();
-            counters.in_flight.fetch_add(1, Ordering::Relaxed);
             let resp = proxy.handle(req, &client).await;
-            counters.in_flight.fetch_sub(1, Ordering::Relaxed);
-            conn_shared.request_done();
-            Ok::<_, Infallible>(resp)
+            Ok::<_, Infallible>(resp.map(|body| inflight::CountedBody {
+                body,
+                _in_flight: in_flight,
+            }))
         })
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -251,8 +252,15 @@ fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, graceful: &Gr
         .timer(TokioTimer::new())
         .header_read_timeout(None)
         .max_headers(framing::MAX_HEADERS)
+        // A read EOF need not abort the response being written: the guard ends the
+        // read side to stop a pipeline behind a bad request, and a client that only
+        // shut down its sending side still gets its answer.
+        .half_close(true)
         .keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_head).unwrap_or(u32::MAX));
     let conn = builder.serve_connection_with_upgrades(io, svc).into_owned();
     let watched = graceful.watch(conn);
     shared.connections.fetch_add(1, Ordering::Relaxed);

@@ -128,6 +128,29 @@ impl Upstream {
                 StreamBody::new(stream).map_err(|e| match e {}).boxed(),
             );
         }
+        if let Some(n) = path.strip_prefix("/drip/") {
+            // N small chunks, 100 ms apart: a slow streaming response.
+            let n: usize = n.parse().unwrap_or(0);
+            let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(1);
+            tokio::spawn(async move {
+                for _ in 0..n {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    if tx
+                        .send(Ok(Frame::data(Bytes::from_static(b"drip\n"))))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+            return self.reply(
+                StatusCode::OK,
+                StreamBody::new(ReceiverStream(rx))
+                    .map_err(|e| match e {})
+                    .boxed(),
+            );
+        }
         if path == "/echo" {
             let body = req.into_body().boxed();
             return self.reply(StatusCode::OK, body);

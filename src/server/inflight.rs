@@ -1,0 +1,68 @@
+//! Counting a request as in flight until its response body is gone.
+//!
+//! A request counts from the moment the service is called until hyper drops the
+//! response body: finished, failed or cancelled. The idle clock of the connection and
+//! the shutdown count both read these numbers, so they must not drop when only the
+//! response head has left (a long download is not an idle connection) and must drop
+//! when the client goes away mid-request.
+
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+
+use super::guard::ConnShared;
+use super::Shared;
+use crate::proxy::ProxyBody;
+
+/// Decrements both counters when dropped.
+#[derive(Debug)]
+pub struct InFlight {
+    conn: Arc<ConnShared>,
+    shared: Arc<Shared>,
+}
+
+impl InFlight {
+    pub fn start(conn: Arc<ConnShared>, shared: Arc<Shared>) -> Self {
+        conn.request_started();
+        shared.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight { conn, shared }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.conn.request_done();
+    }
+}
+
+/// The response body handed to hyper, carrying the request's [`InFlight`].
+#[derive(Debug)]
+pub struct CountedBody {
+    pub body: ProxyBody,
+    pub _in_flight: InFlight,
+}
+
+impl Body for CountedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
