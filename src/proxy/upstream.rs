@@ -141,6 +141,8 @@ async fn connect(addr: SocketAddr, connect_timeout: Duration) -> Result<Sender, 
     };
     let _ = stream.set_nodelay(true);
     let (sender, conn) = http1::Builder::new()
+        // Read-ahead from a backend is bounded as on the client side (see server).
+        .max_buf_size(64 * 1024)
         .handshake(TokioIo::new(stream))
         .await
         .map_err(|source| ConnectError::Handshake { addr, source })?;

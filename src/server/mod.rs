@@ -202,6 +202,10 @@ async fn accept(
     }
 }
 
+/// hyper's per-connection buffer limit; its default (~400 KiB) multiplies badly with
+/// many concurrent large responses.
+const BUF_LIMIT: usize = 64 * 1024;
+
 /// The client's IP as a header value, formatted once per connection for
 /// `X-Forwarded-For`.
 fn client_ip_header(peer: SocketAddr) -> http::HeaderValue {
@@ -256,6 +260,9 @@ fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, graceful: &Gr
         // read side to stop a pipeline behind a bad request, and a client that only
         // shut down its sending side still gets its answer.
         .half_close(true)
+        // Bounds what hyper buffers per connection (read and write): a fast backend
+        // and a slow client must not park a whole large response in memory.
+        .max_buf_size(BUF_LIMIT)
         .keep_alive(true);
     builder
         .http2()
