@@ -158,6 +158,8 @@ pub struct UpstreamBody {
     in_flight: InFlight,
     /// The request body's completion flag: a connection still uploading is busy.
     request_sent: Option<Arc<AtomicBool>>,
+    /// How long the connection may be reused once idle.
+    keep_for: std::time::Duration,
 }
 
 impl UpstreamBody {
@@ -166,12 +168,14 @@ impl UpstreamBody {
         sender: Sender,
         in_flight: InFlight,
         request_sent: Option<Arc<AtomicBool>>,
+        keep_for: std::time::Duration,
     ) -> Self {
         let mut b = UpstreamBody {
             inner,
             sender: Some(sender),
             in_flight,
             request_sent,
+            keep_for,
         };
         if b.inner.is_end_stream() {
             b.release();
@@ -188,7 +192,7 @@ impl UpstreamBody {
             .as_ref()
             .is_none_or(|d| d.load(Ordering::Acquire))
         {
-            self.in_flight.backend().conns.checkin(s);
+            self.in_flight.backend().conns.checkin(s, self.keep_for);
         }
     }
 }

@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 use super::body::{InFlight, ProxyBody, UpstreamBody, UpstreamRequestBody};
 use super::error::ProxyError;
 use super::headers;
-use super::upstream::Sender;
+use super::upstream::{self, Sender};
 use crate::metrics::Outcome;
 use crate::routing::{Route, Snapshot};
 
@@ -174,12 +174,19 @@ impl Answer {
     /// The response as the client gets it: hop-by-hop headers gone, body streaming.
     pub fn into_client_response(self) -> Response<ProxyBody> {
         let (mut parts, body) = self.response.into_parts();
+        // Read before the hop-by-hop headers go: how long the backend keeps it open.
+        let keep_for =
+            headers::keep_alive_timeout(&parts.headers).map_or(upstream::DEFAULT_IDLE, |t| {
+                t.saturating_sub(std::time::Duration::from_secs(1))
+                    .min(upstream::MAX_IDLE)
+            });
         headers::strip_hop_by_hop(&mut parts.headers, false);
         let body = ProxyBody::Upstream(UpstreamBody::new(
             body,
             self.sender,
             self.in_flight,
             self.request_sent,
+            keep_for,
         ));
         Response::from_parts(parts, body)
     }

@@ -151,6 +151,20 @@ fn new_request_id() -> HeaderValue {
     HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
+/// The `timeout=N` of a `Keep-Alive` response header: how long the server keeps an idle
+/// connection open.
+pub fn keep_alive_timeout(headers: &HeaderMap) -> Option<std::time::Duration> {
+    let v = headers.get("keep-alive")?.to_str().ok()?;
+    v.split(',').find_map(|p| {
+        let (k, n) = p.split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case("timeout")
+            .then(|| n.trim().parse::<u64>().ok())
+            .flatten()
+            .map(std::time::Duration::from_secs)
+    })
+}
+
 /// Joins several `Cookie` fields into one, separated by "; ".
 pub fn join_cookies(headers: &mut HeaderMap) {
     let mut all = headers.get_all(header::COOKIE).iter();
@@ -216,6 +230,28 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(&X_REQUEST_ID, HeaderValue::from_str(&long).expect("ascii"));
         assert_ne!(request_id(&mut h), long.as_str());
+    }
+
+    #[test]
+    fn keep_alive_timeouts() {
+        let mut h = HeaderMap::new();
+        assert_eq!(keep_alive_timeout(&h), None);
+        h.insert(
+            "keep-alive",
+            HeaderValue::from_static("timeout=5, max=1000"),
+        );
+        assert_eq!(
+            keep_alive_timeout(&h),
+            Some(std::time::Duration::from_secs(5))
+        );
+        h.insert(
+            "keep-alive",
+            HeaderValue::from_static("max=10, Timeout = 30"),
+        );
+        assert_eq!(
+            keep_alive_timeout(&h),
+            Some(std::time::Duration::from_secs(30))
+        );
     }
 
     #[test]

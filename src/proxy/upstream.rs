@@ -19,14 +19,18 @@ use tokio::time::Instant;
 use super::body::UpstreamRequestBody;
 
 /// Idle connections kept per backend; enough for a busy backend without hoarding fds.
-const MAX_IDLE: usize = 256;
-/// Idle connections older than this are not reused: many servers close at 60-75 s and
-/// a connection closed under us is a failed request.
-const MAX_IDLE_AGE: Duration = Duration::from_secs(50);
+const MAX_IDLE_CONNS: usize = 256;
+/// How long an idle connection is reused when the backend does not say (with
+/// `Keep-Alive: timeout=N`): below common server defaults (Node.js closes after 5 s),
+/// because a request sent on a connection the backend is closing fails, and a POST
+/// cannot be retried.
+pub const DEFAULT_IDLE: Duration = Duration::from_secs(4);
+/// The longest an idle connection is kept, whatever the backend says.
+pub const MAX_IDLE: Duration = Duration::from_secs(50);
 
 pub type Sender = SendRequest<UpstreamRequestBody>;
 
-/// Idle connections with the time each went idle.
+/// Idle connections with the time each stops being reusable.
 type IdleList = Mutex<Vec<(Sender, Instant)>>;
 
 /// How many shards a new pool gets: one per worker thread.
@@ -91,8 +95,8 @@ impl ConnPool {
         addr: SocketAddr,
         connect_timeout: Duration,
     ) -> Result<(Sender, bool), ConnectError> {
-        while let Some((mut sender, since)) = self.pop() {
-            if sender.is_closed() || since.elapsed() > MAX_IDLE_AGE {
+        while let Some((mut sender, expires)) = self.pop() {
+            if sender.is_closed() || Instant::now() >= expires {
                 continue;
             }
             // Only connections whose exchange is complete are pooled, so this wait is
@@ -110,14 +114,14 @@ impl ConnPool {
         Ok((sender, false))
     }
 
-    /// Returns a connection whose last response is complete.
-    pub fn checkin(&self, sender: Sender) {
-        if sender.is_closed() {
+    /// Returns a connection whose last response is complete, reusable for `keep_for`.
+    pub fn checkin(&self, sender: Sender, keep_for: Duration) {
+        if sender.is_closed() || keep_for.is_zero() {
             return;
         }
         if let Ok(mut idle) = self.shard().lock() {
-            if idle.len() < MAX_IDLE {
-                idle.push((sender, Instant::now()));
+            if idle.len() < MAX_IDLE_CONNS {
+                idle.push((sender, Instant::now() + keep_for));
             }
         }
     }
