@@ -21,6 +21,15 @@ fn write(dir: &Dir, name: &str, text: &str) -> std::path::PathBuf {
     p
 }
 
+/// Runs `cutover check -c path`.
+fn check(path: &std::path::Path) -> std::process::Output {
+    Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(path)
+        .output()
+        .expect("run cutover check")
+}
+
 #[test]
 fn check_accepts_a_good_config_and_names_every_error_of_a_bad_one() {
     let dir = Dir::new();
@@ -31,11 +40,7 @@ fn check_accepts_a_good_config_and_names_every_error_of_a_bad_one() {
          [pools.spare]\nbackends = [\"10.0.9.9:80\"]\n\
          [[routes]]\nname = \"r\"\nsplit = { ecs = 1 }\n",
     );
-    let out = Command::new(BIN)
-        .args(["check", "-c"])
-        .arg(&good)
-        .output()
-        .expect("run");
+    let out = check(&good);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -62,11 +67,7 @@ fn check_accepts_a_good_config_and_names_every_error_of_a_bad_one() {
          name = \"r\"\n\
          split = { k9s = 10 }\n",
     );
-    let out = Command::new(BIN)
-        .args(["check", "-c"])
-        .arg(&bad)
-        .output()
-        .expect("run");
+    let out = check(&bad);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     let file = bad.display().to_string();
@@ -86,11 +87,7 @@ fn check_accepts_a_good_config_and_names_every_error_of_a_bad_one() {
     }
 
     let typo = write(&dir, "typo.toml", "[limits]\nconect_timeout = \"2s\"\n");
-    let out = Command::new(BIN)
-        .args(["check", "-c"])
-        .arg(&typo)
-        .output()
-        .expect("run");
+    let out = check(&typo);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
