@@ -219,3 +219,45 @@ async fn a_bad_pipelined_request_never_overtakes_the_answer_before_it() {
     );
     assert_eq!(up.hits(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_upload_is_not_a_backend_timeout_but_a_stalled_one_is_cut() {
+    let up = Upstream::start("u").await;
+    let proxy = proxy_with(
+        &up,
+        "[limits]\nresponse_timeout = \"400ms\"\nidle_timeout = \"700ms\"",
+    )
+    .await;
+    // 6 chunks 250 ms apart: 1.5 s of upload, longer than response_timeout.
+    let mut s = TcpStream::connect(proxy.addr).await.expect("connect");
+    s.write_all(b"POST /collect HTTP/1.1\r\nHost: a\r\nContent-Length: 30\r\n\r\n")
+        .await
+        .expect("head");
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        s.write_all(b"chunk").await.expect("body");
+    }
+    let mut out = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut out))
+        .await
+        .expect("answer")
+        .expect("read");
+    let text = String::from_utf8_lossy(&out[..n]).to_string();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        text.ends_with("\r\n\r\n30"),
+        "the whole body reached the backend: {text}"
+    );
+    // A client that stops sending its body is cut after idle_timeout with 408.
+    let mut s = TcpStream::connect(proxy.addr).await.expect("connect");
+    s.write_all(b"POST /collect HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\npartial")
+        .await
+        .expect("write");
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut out))
+        .await
+        .expect("answer")
+        .expect("read");
+    let text = String::from_utf8_lossy(&out[..n]).to_string();
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("x-cutover-error: client_timeout"), "{text}");
+}

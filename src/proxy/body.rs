@@ -2,10 +2,12 @@
 //! the size limit), and the backend's response body on its way down (which hands the
 //! connection back to its pool when it ends).
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -21,6 +23,34 @@ pub enum RequestBodyError {
     TooLarge,
     #[error("reading the request body: {0}")]
     Client(#[source] hyper::Error),
+    #[error("the client sent nothing of its request body for idle_timeout")]
+    Stalled,
+}
+
+/// Whether a request body has been handed over whole, and a way to wait for it.
+#[derive(Debug, Default)]
+pub struct Sent {
+    done: AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl Sent {
+    pub fn is_done(&self) -> bool {
+        self.done.load(Ordering::Acquire)
+    }
+
+    fn mark(&self) {
+        if !self.done.swap(true, Ordering::AcqRel) {
+            // notify_one keeps a permit when nobody waits yet, so `wait` cannot miss it.
+            self.notify.notify_one();
+        }
+    }
+
+    pub async fn wait(&self) {
+        if !self.is_done() {
+            self.notify.notified().await;
+        }
+    }
 }
 
 /// The client's request body as sent upstream.
@@ -32,12 +62,16 @@ pub enum UpstreamRequestBody {
         limit: Option<u64>,
         seen: u64,
         /// Set once the whole body has been handed to the backend connection.
-        done: Arc<AtomicBool>,
+        sent: Arc<Sent>,
+        /// Fires when the client has sent nothing for `gap_limit` (a stalled upload
+        /// would otherwise hold a backend connection forever).
+        gap: Pin<Box<tokio::time::Sleep>>,
+        gap_limit: Duration,
     },
 }
 
 impl UpstreamRequestBody {
-    pub fn new(inner: Incoming, limit: Option<u64>) -> Self {
+    pub fn new(inner: Incoming, limit: Option<u64>, gap_limit: Duration) -> Self {
         if inner.is_end_stream() {
             UpstreamRequestBody::Empty
         } else {
@@ -45,17 +79,18 @@ impl UpstreamRequestBody {
                 inner,
                 limit,
                 seen: 0,
-                done: Arc::new(AtomicBool::new(false)),
+                sent: Arc::new(Sent::default()),
+                gap: Box::pin(tokio::time::sleep(gap_limit)),
+                gap_limit,
             }
         }
     }
 
-    /// A flag that turns true when the body has been sent whole; `None` when there is
-    /// no body to send.
-    pub fn completion(&self) -> Option<Arc<AtomicBool>> {
+    /// Tells when the body has been sent whole; `None` when there is no body to send.
+    pub fn completion(&self) -> Option<Arc<Sent>> {
         match self {
             UpstreamRequestBody::Empty => None,
-            UpstreamRequestBody::Stream { done, .. } => Some(done.clone()),
+            UpstreamRequestBody::Stream { sent, .. } => Some(sent.clone()),
         }
     }
 
@@ -78,9 +113,18 @@ impl Body for UpstreamRequestBody {
                 inner,
                 limit,
                 seen,
-                done,
+                sent,
+                gap,
+                gap_limit,
             } => {
-                let frame = ready!(Pin::new(&mut *inner).poll_frame(cx));
+                let frame = match Pin::new(&mut *inner).poll_frame(cx) {
+                    Poll::Ready(frame) => frame,
+                    Poll::Pending => {
+                        ready!(gap.as_mut().poll(cx));
+                        return Poll::Ready(Some(Err(RequestBodyError::Stalled)));
+                    }
+                };
+                gap.as_mut().reset(tokio::time::Instant::now() + *gap_limit);
                 match frame {
                     Some(Ok(f)) => {
                         if let Some(d) = f.data_ref() {
@@ -91,13 +135,13 @@ impl Body for UpstreamRequestBody {
                         }
                         // hyper stops polling once the body says it has ended.
                         if inner.is_end_stream() {
-                            done.store(true, Ordering::Release);
+                            sent.mark();
                         }
                         Poll::Ready(Some(Ok(f)))
                     }
                     Some(Err(e)) => Poll::Ready(Some(Err(RequestBodyError::Client(e)))),
                     None => {
-                        done.store(true, Ordering::Release);
+                        sent.mark();
                         Poll::Ready(None)
                     }
                 }
@@ -156,8 +200,8 @@ pub struct UpstreamBody {
     inner: Incoming,
     sender: Option<Sender>,
     in_flight: InFlight,
-    /// The request body's completion flag: a connection still uploading is busy.
-    request_sent: Option<Arc<AtomicBool>>,
+    /// The request body's completion: a connection still uploading is busy.
+    request_sent: Option<Arc<Sent>>,
     /// How long the connection may be reused once idle.
     keep_for: std::time::Duration,
 }
@@ -167,7 +211,7 @@ impl UpstreamBody {
         inner: Incoming,
         sender: Sender,
         in_flight: InFlight,
-        request_sent: Option<Arc<AtomicBool>>,
+        request_sent: Option<Arc<Sent>>,
         keep_for: std::time::Duration,
     ) -> Self {
         let mut b = UpstreamBody {
@@ -187,11 +231,7 @@ impl UpstreamBody {
     /// backend answered early): then it is dropped and closes once that ends.
     fn release(&mut self) {
         let Some(s) = self.sender.take() else { return };
-        if self
-            .request_sent
-            .as_ref()
-            .is_none_or(|d| d.load(Ordering::Acquire))
-        {
+        if self.request_sent.as_ref().is_none_or(|d| d.is_done()) {
             self.in_flight.backend().conns.checkin(s, self.keep_for);
         }
     }

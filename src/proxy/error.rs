@@ -94,6 +94,7 @@ impl ProxyError {
             if let Some(b) = s.downcast_ref::<RequestBodyError>() {
                 return match b {
                     RequestBodyError::TooLarge => ProxyError::BodyTooLarge,
+                    RequestBodyError::Stalled => ProxyError::ClientTimeout,
                     RequestBodyError::Client(_) => {
                         ProxyError::BadRequest("the request body was malformed or cut short")
                     }

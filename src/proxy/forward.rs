@@ -11,7 +11,7 @@ use http::request::Parts;
 use http::{HeaderMap, Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 
-use super::body::{InFlight, ProxyBody, UpstreamBody, UpstreamRequestBody};
+use super::body::{InFlight, ProxyBody, Sent, UpstreamBody, UpstreamRequestBody};
 use super::error::ProxyError;
 use super::headers;
 use super::upstream::{self, Sender};
@@ -24,7 +24,7 @@ pub struct Answer {
     pub response: Response<Incoming>,
     pub sender: Sender,
     pub in_flight: InFlight,
-    pub request_sent: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    pub request_sent: Option<std::sync::Arc<Sent>>,
 }
 
 /// Enough of a bodiless request to send it again.
@@ -115,8 +115,12 @@ pub async fn forward(
             headers: req.headers().clone(),
         });
         let sent = Instant::now();
-        let result =
-            tokio::time::timeout(limits.response_timeout, sender.try_send_request(req)).await;
+        let result = respond_within(
+            limits.response_timeout,
+            sender.try_send_request(req),
+            request_sent.as_deref(),
+        )
+        .await;
         outcome.upstream = Some(sent.elapsed());
         match result {
             Ok(Ok(response)) => {
@@ -161,6 +165,25 @@ pub async fn forward(
             }
         }
     }
+}
+
+/// Waits for the response head, giving the backend `limit` from the moment the request
+/// has been sent whole: the time a client takes to upload its body is not the backend's.
+/// (A stalled upload is cut by the body's own idle clock.)
+async fn respond_within<F: std::future::Future>(
+    limit: std::time::Duration,
+    exchange: F,
+    body: Option<&Sent>,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    let Some(body) = body else {
+        return tokio::time::timeout(limit, exchange).await;
+    };
+    tokio::pin!(exchange);
+    tokio::select! {
+        done = &mut exchange => return Ok(done),
+        () = body.wait() => {}
+    }
+    tokio::time::timeout(limit, exchange).await
 }
 
 fn is_idempotent(m: &Method) -> bool {

@@ -160,7 +160,7 @@ async fn route_and_forward(
             parts.headers.insert(http::header::HOST, h);
         }
     }
-    let body = UpstreamRequestBody::new(body, limits.max_body_bytes);
+    let body = UpstreamRequestBody::new(body, limits.max_body_bytes, limits.idle_timeout);
     // 5. Forward.
     let answer = forward::forward(snapshot, route, pool, overridden, parts, body, outcome).await?;
     // 6. Respond.

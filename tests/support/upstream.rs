@@ -151,6 +151,14 @@ impl Upstream {
                     .boxed(),
             );
         }
+        if path == "/collect" {
+            // Reads the whole body before answering with its length.
+            let n = match req.into_body().collect().await {
+                Ok(b) => b.to_bytes().len(),
+                Err(_) => return self.reply(StatusCode::BAD_REQUEST, full("body failed")),
+            };
+            return self.reply(StatusCode::OK, full(&n.to_string()));
+        }
         if path == "/echo" {
             let body = req.into_body().boxed();
             return self.reply(StatusCode::OK, body);
