@@ -128,7 +128,10 @@ impl Machine {
                 let t = now.saturating_duration_since(since).as_secs_f64();
                 let x = (t / s.window.as_secs_f64()).min(1.0);
                 let floor = f64::from(s.min_percent) / 100.0;
-                x.powf(1.0 / s.aggression).max(floor).min(1.0)
+                // In whole percent: every change of the factor makes the pool rebuild its
+                // pick table, and finer steps would not change a pick anyone could see.
+                let f = x.powf(1.0 / s.aggression).max(floor).min(1.0);
+                (f * 100.0).floor() / 100.0
             }
             _ => 1.0,
         }

@@ -49,12 +49,13 @@ pub struct Backend {
 
 /// Hands out backends by (pool, address) and keeps them alive across reloads.
 ///
-/// `epoch` grows whenever any backend's factor changes, so pickers know to rebuild
-/// their tables without being told who changed.
+/// Each pool has an epoch that grows whenever one of its backends' state or factor
+/// changes, so its pickers know to rebuild their tables without being told who
+/// changed, and a change in one pool costs the others nothing.
 #[derive(Debug, Default)]
 pub struct Registry {
     backends: Mutex<HashMap<(String, SocketAddr), Weak<Backend>>>,
-    epoch: Arc<AtomicU64>,
+    epochs: Mutex<HashMap<String, Arc<AtomicU64>>>,
 }
 
 // === impl Backend ===
@@ -124,9 +125,13 @@ impl Registry {
         Self::default()
     }
 
-    /// The generation counter pickers compare against their cached tables.
-    pub fn epoch(&self) -> &Arc<AtomicU64> {
-        &self.epoch
+    /// The generation counter of `pool` that its pickers compare their tables against.
+    pub fn pool_epoch(&self, pool: &str) -> Arc<AtomicU64> {
+        let mut epochs = match self.epochs.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        epochs.entry(pool.to_owned()).or_default().clone()
     }
 
     /// Returns the live backend for (pool, addr), or creates one in the state `machine`
@@ -146,8 +151,13 @@ impl Registry {
         if let Some(b) = map.get(&key).and_then(Weak::upgrade) {
             return (b, false);
         }
-        map.retain(|_, w| w.strong_count() > 0);
+        // Sweep dead entries now and then, not on every insert: a pool of thousands of
+        // backends must not cost a quadratic start.
+        if map.len().is_power_of_two() {
+            map.retain(|_, w| w.strong_count() > 0);
+        }
         let now = Instant::now();
+        let epoch = self.pool_epoch(pool);
         let m = machine();
         let authority = match http::uri::Authority::try_from(addr.to_string()) {
             Ok(a) => a,
@@ -164,10 +174,10 @@ impl Registry {
             machine: Mutex::new(m),
             recent_failures: AtomicU32::new(0),
             conns: ConnPool::default(),
-            epoch: self.epoch.clone(),
+            epoch: epoch.clone(),
         });
         map.insert(key, Arc::downgrade(&b));
-        self.epoch.fetch_add(1, Ordering::AcqRel);
+        epoch.fetch_add(1, Ordering::AcqRel);
         (b, true)
     }
 }

@@ -108,7 +108,7 @@ impl Snapshot {
             }
             pools.push(Arc::new(Pool {
                 name: Arc::from(pc.name.as_str()),
-                backends: BackendSet::new(members, registry.epoch().clone()),
+                backends: BackendSet::new(members, registry.pool_epoch(&pc.name)),
                 config: pc.clone(),
             }));
         }
