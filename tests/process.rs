@@ -144,6 +144,30 @@ async fn sigterm_finishes_in_flight_requests_then_exits_0() {
     assert_eq!(status.code(), Some(0));
 }
 
+/// Sends `req` on a new connection and counts the response body's bytes.
+async fn send_counting<B>(addr: std::net::SocketAddr, req: Request<B>) -> usize
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let resp = tokio::time::timeout(Duration::from_secs(60), send.send_request(req))
+        .await
+        .expect("in time")
+        .expect("response");
+    let mut body = resp.into_body();
+    let mut got = 0;
+    while let Some(f) = body.frame().await {
+        got += f.expect("frame").data_ref().map_or(0, |d| d.len());
+    }
+    got
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn fifty_megabytes_each_way_without_buffering() {
     const SIZE: usize = 50 << 20;
@@ -154,24 +178,11 @@ async fn fifty_megabytes_each_way_without_buffering() {
     let base = p.status_kib("VmRSS");
 
     // Download.
-    let stream = tokio::net::TcpStream::connect(p.addr)
-        .await
-        .expect("connect");
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .expect("hs");
-    tokio::spawn(conn);
     let req = Request::get(format!("/bytes/{SIZE}"))
         .header("host", "a")
         .body(http_body_util::Empty::<Bytes>::new())
         .expect("req");
-    let resp = send.send_request(req).await.expect("resp");
-    let mut body = resp.into_body();
-    let mut got = 0;
-    while let Some(f) = body.frame().await {
-        got += f.expect("frame").data_ref().map_or(0, |d| d.len());
-    }
-    assert_eq!(got, SIZE);
+    assert_eq!(send_counting(p.addr, req).await, SIZE);
 
     // Upload, echoed back.
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
@@ -184,28 +195,12 @@ async fn fifty_megabytes_each_way_without_buffering() {
         }
     });
     let body = StreamBody::new(support::upstream::channel_stream(rx));
-    let stream = tokio::net::TcpStream::connect(p.addr)
-        .await
-        .expect("connect");
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .expect("hs");
-    tokio::spawn(conn);
     let req = Request::post("/echo")
         .header("host", "a")
         .header("content-length", SIZE.to_string())
         .body(body)
         .expect("req");
-    let resp = tokio::time::timeout(Duration::from_secs(60), send.send_request(req))
-        .await
-        .expect("in time")
-        .expect("resp");
-    let mut body = resp.into_body();
-    let mut got = 0;
-    while let Some(f) = body.frame().await {
-        got += f.expect("frame").data_ref().map_or(0, |d| d.len());
-    }
-    assert_eq!(got, SIZE);
+    assert_eq!(send_counting(p.addr, req).await, SIZE);
 
     let peak = p.status_kib("VmHWM");
     let grown_mib = peak.saturating_sub(base) / 1024;
