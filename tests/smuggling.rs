@@ -261,3 +261,30 @@ async fn a_slow_upload_is_not_a_backend_timeout_but_a_stalled_one_is_cut() {
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     assert!(text.contains("x-cutover-error: client_timeout"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_parked_keep_alive_connection_serves_its_next_request() {
+    let up = Upstream::start("u").await;
+    let proxy = proxy_with(&up, "[limits]\nidle_timeout = \"3s\"").await;
+    let mut s = TcpStream::connect(proxy.addr).await.expect("connect");
+    let mut buf = vec![0u8; 65536];
+    for i in 0..3 {
+        s.write_all(format!("GET /n{i} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes())
+            .await
+            .expect("write");
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("in time")
+            .expect("read");
+        let text = String::from_utf8_lossy(&buf[..n]).to_string();
+        assert!(text.starts_with("HTTP/1.1 200"), "request {i}: {text}");
+        assert!(
+            text.contains(&format!("GET /n{i} HTTP/1.1")),
+            "request {i}: {text}"
+        );
+        // Idle past the park point (250 ms), well within idle_timeout: the client's
+        // think time, not a wait for the proxy.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+    }
+    assert_eq!(up.hits(), 3);
+}

@@ -9,7 +9,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -31,6 +31,10 @@ pub struct ConnShared {
     /// When the last response left the service, as milliseconds since `opened`.
     last_done_ms: AtomicU64,
     opened: Instant,
+    /// Set by the guard when the connection has been idle long enough to be parked:
+    /// the connection task then ends hyper's part and keeps only the socket.
+    parking: AtomicBool,
+    pub park: tokio::sync::Notify,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -87,7 +91,14 @@ impl ConnShared {
             in_flight: AtomicUsize::new(0),
             last_done_ms: AtomicU64::new(0),
             opened: Instant::now(),
+            parking: AtomicBool::new(false),
+            park: tokio::sync::Notify::new(),
         })
+    }
+
+    /// Whether the guard asked for the connection to be parked.
+    pub fn parking(&self) -> bool {
+        self.parking.load(Ordering::Acquire)
     }
 
     pub fn request_started(&self) {
@@ -100,14 +111,27 @@ impl ConnShared {
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 
-    fn idle_since(&self) -> Instant {
+    pub fn idle_since(&self) -> Instant {
         self.opened + Duration::from_millis(self.last_done_ms.load(Ordering::Acquire))
     }
 }
 
 impl<IO> Guarded<IO> {
+    /// The stream back once hyper is done with it, with the bytes of a request head
+    /// that had started to arrive (they belong to the next connection state).
+    pub fn into_parts(self) -> (IO, BytesMut) {
+        (self.io, self.pending)
+    }
+
+    /// Continues a parked connection: `pending` is what `into_parts` returned.
+    pub fn resume(io: IO, pending: BytesMut, limits: GuardLimits, shared: Arc<ConnShared>) -> Self {
+        let mut g = Guarded::new(io, limits, shared);
+        g.pending = pending;
+        g
+    }
+
     pub fn new(io: IO, limits: GuardLimits, shared: Arc<ConnShared>) -> Self {
-        let deadline = Instant::now() + limits.idle_timeout;
+        let deadline = Instant::now() + park_after(limits.idle_timeout);
         Guarded {
             io,
             pending: BytesMut::new(),
@@ -184,7 +208,9 @@ impl<IO> Guarded<IO> {
         let deadline = match want {
             Clock::Off => return,
             Clock::Header => Instant::now() + self.limits.header_timeout,
-            Clock::Idle => Instant::now().max(self.shared.idle_since()) + self.limits.idle_timeout,
+            Clock::Idle => {
+                Instant::now().max(self.shared.idle_since()) + park_after(self.limits.idle_timeout)
+            }
         };
         self.clock.as_mut().reset(deadline);
     }
@@ -223,24 +249,36 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Guarded<IO> {
                 true
             }
             _ => {
-                // Idle: only when no request of this connection is still being served.
+                // Idle: once no request of this connection has been served for a while,
+                // ask for the connection to be parked (hyper's buffers freed, only the
+                // socket kept); the connection task closes it at idle_timeout.
+                if self.shared.parking() {
+                    return false;
+                }
                 let busy = self.shared.in_flight.load(Ordering::Acquire) > 0;
-                let until = self.shared.idle_since() + self.limits.idle_timeout;
-                if busy || until > Instant::now() {
+                let park_at = self.shared.idle_since() + park_after(self.limits.idle_timeout);
+                if busy || park_at > Instant::now() {
                     let next = if busy {
-                        Instant::now() + self.limits.idle_timeout
+                        Instant::now() + park_after(self.limits.idle_timeout)
                     } else {
-                        until
+                        park_at
                     };
                     self.clock.as_mut().reset(next);
                     let _ = self.clock.as_mut().poll(cx);
                     return false;
                 }
-                self.ending = Some(Ending::Quiet);
-                true
+                self.shared.parking.store(true, Ordering::Release);
+                self.shared.park.notify_one();
+                false
             }
         }
     }
+}
+
+/// How long a connection idles before it is parked: soon enough that idle clients cost
+/// little, late enough that a busy keep-alive client never pays for a park.
+pub fn park_after(idle_timeout: Duration) -> Duration {
+    (idle_timeout / 2).min(Duration::from_millis(250))
 }
 
 impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for Guarded<IO> {
@@ -363,6 +401,12 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Guarded<IO> {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+        let this = self.get_mut();
+        if this.shared.parking() && this.ending.is_none() {
+            // hyper is done with an idle connection that is being parked: the socket
+            // stays open for the client's next request.
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.io).poll_shutdown(cx)
     }
 }

@@ -1,12 +1,12 @@
 //! Listeners and connections: binds the proxy and admin ports, serves each client
 //! connection through the [`guard`] and hyper, and drains everything on shutdown.
 
+mod connection;
 pub mod framing;
 pub mod guard;
 mod inflight;
 mod workers;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -14,19 +14,13 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::health::Registry;
-use crate::proxy::{Client, Proxy};
 use crate::routing::Snapshot;
-use guard::{ConnShared, GuardLimits, Guarded};
 
 /// State shared by the listeners, the admin endpoints and reload.
 ///
@@ -40,8 +34,10 @@ pub struct Shared {
     pub ready: AtomicBool,
     /// Requests inside the proxy service now, over all connections.
     pub in_flight: AtomicUsize,
-    /// Open client connections.
+    /// Open client connections (parked ones included).
     pub connections: AtomicUsize,
+    /// Woken when `connections` drops to zero, for draining.
+    pub drained: tokio::sync::Notify,
 }
 
 /// A started cutover: where it listens and how to stop it.
@@ -53,7 +49,6 @@ pub struct Running {
     /// Carries the grace period once shutdown starts.
     stop: watch::Sender<Option<Duration>>,
     accept_loops: Vec<JoinHandle<()>>,
-    graceful: Arc<GracefulShutdown>,
     /// Workers 1.. (worker 0 is the caller's runtime).
     threads: Vec<std::thread::JoinHandle<()>>,
 }
@@ -90,6 +85,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         ready: AtomicBool::new(false),
         in_flight: AtomicUsize::new(0),
         connections: AtomicUsize::new(0),
+        drained: tokio::sync::Notify::new(),
     });
     let (stop, stopped) = watch::channel(None);
     let mut accept_loops = vec![tokio::spawn(crate::admin::serve(
@@ -99,7 +95,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     ))];
 
     // Every address is bound once per worker; worker 0 serves on this runtime.
-    let graceful = Arc::new(GracefulShutdown::new());
     let mut http_addrs = Vec::new();
     let mut per_worker: Vec<Vec<TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
     let listen = shared.live.load().config.listen.http.clone();
@@ -116,12 +111,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     for (w, listeners) in per_worker.into_iter().enumerate() {
         if w == 0 {
             for l in listeners {
-                accept_loops.push(tokio::spawn(accept(
-                    l,
-                    shared.clone(),
-                    stopped.clone(),
-                    graceful.clone(),
-                )));
+                accept_loops.push(tokio::spawn(accept(l, shared.clone(), stopped.clone())));
             }
         } else {
             threads.push(workers::spawn(
@@ -142,7 +132,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         shared,
         stop,
         accept_loops,
-        graceful,
         threads,
     })
 }
@@ -156,10 +145,7 @@ impl Running {
         for l in self.accept_loops {
             let _ = l.await;
         }
-        // The accept loops have ended, so this is the last handle.
-        if let Ok(g) = Arc::try_unwrap(self.graceful) {
-            let _ = tokio::time::timeout(grace, g.shutdown()).await;
-        }
+        drain(&self.shared, grace).await;
         // The other workers drain in parallel, each for at most `grace`.
         let threads = self.threads;
         let _ = tokio::task::spawn_blocking(move || {
@@ -183,7 +169,6 @@ async fn accept(
     listener: TcpListener,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<Option<Duration>>,
-    graceful: Arc<GracefulShutdown>,
 ) {
     loop {
         let (stream, peer) = tokio::select! {
@@ -198,83 +183,23 @@ async fn accept(
                 }
             },
         };
-        serve(stream, peer, shared.clone(), &graceful);
+        connection::spawn(stream, peer, shared.clone(), stop.clone());
     }
 }
 
-/// hyper's per-connection buffer limit; its default (~400 KiB) multiplies badly with
-/// many concurrent large responses.
-const BUF_LIMIT: usize = 64 * 1024;
-
-/// The client's IP as a header value, formatted once per connection for
-/// `X-Forwarded-For`.
-fn client_ip_header(peer: SocketAddr) -> http::HeaderValue {
-    http::HeaderValue::try_from(peer.ip().to_string())
-        .unwrap_or_else(|_| http::HeaderValue::from_static("unknown"))
-}
-
-/// Serves one client connection on its own task, watched by graceful shutdown.
-fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, graceful: &GracefulShutdown) {
-    let _ = stream.set_nodelay(true);
-    let limits = {
-        let snap = shared.live.load();
-        let l = &snap.config.limits;
-        GuardLimits {
-            max_head: l.max_header_bytes,
-            header_timeout: l.client_header_timeout,
-            idle_timeout: l.idle_timeout,
+/// Waits until every client connection has closed, or `grace` has passed.
+pub(crate) async fn drain(shared: &Shared, grace: Duration) {
+    let deadline = tokio::time::Instant::now() + grace;
+    loop {
+        let woken = shared.drained.notified();
+        tokio::pin!(woken);
+        // Registered before the check, so a close in between is not missed.
+        woken.as_mut().enable();
+        if shared.connections.load(Ordering::Acquire) == 0 {
+            return;
         }
-    };
-    let conn_shared = ConnShared::new();
-    let io = TokioIo::new(Guarded::new(stream, limits, conn_shared.clone()));
-    let proxy = Proxy::new(shared.live.clone());
-    let counters = shared.clone();
-    let client = Client {
-        peer,
-        tls: false,
-        ip: client_ip_header(peer),
-    };
-    let svc = service_fn(move |req| {
-        // Counted from the call, not the first poll: hyper may read on before it polls,
-        // and the guard must already know a request is being served.
-        let in_flight = inflight::InFlight::start(conn_shared.clone(), counters.clone());
-        let proxy = proxy.clone();
-        let client = client.clone();
-        // Boxed once here: hyper moves the service future into place, and the unboxed
-        // request state machine is kilobytes.
-        Box::pin(async move {
-            let resp = proxy.handle(req, &client).await;
-            Ok::<_, Infallible>(resp.map(|body| inflight::CountedBody {
-                body,
-                _in_flight: in_flight,
-            }))
-        })
-    });
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(None)
-        .max_headers(framing::MAX_HEADERS)
-        // A read EOF need not abort the response being written: the guard ends the
-        // read side to stop a pipeline behind a bad request, and a client that only
-        // shut down its sending side still gets its answer.
-        .half_close(true)
-        // Bounds what hyper buffers per connection (read and write): a fast backend
-        // and a slow client must not park a whole large response in memory.
-        .max_buf_size(BUF_LIMIT)
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(limits.max_head).unwrap_or(u32::MAX));
-    let conn = builder.serve_connection_with_upgrades(io, svc).into_owned();
-    let watched = graceful.watch(conn);
-    shared.connections.fetch_add(1, Ordering::Relaxed);
-    tokio::spawn(async move {
-        if let Err(e) = watched.await {
-            tracing::debug!(client = %peer, error = %e, "client connection ended with an error");
+        if tokio::time::timeout_at(deadline, woken).await.is_err() {
+            return;
         }
-        shared.connections.fetch_sub(1, Ordering::Relaxed);
-    });
+    }
 }

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 
@@ -81,16 +80,10 @@ async fn serve(
     shared: Arc<Shared>,
     stop: watch::Receiver<Option<Duration>>,
 ) {
-    let graceful = Arc::new(GracefulShutdown::new());
     let mut loops = Vec::new();
     for l in listeners {
         match TcpListener::from_std(l) {
-            Ok(l) => loops.push(tokio::spawn(super::accept(
-                l,
-                shared.clone(),
-                stop.clone(),
-                graceful.clone(),
-            ))),
+            Ok(l) => loops.push(tokio::spawn(super::accept(l, shared.clone(), stop.clone()))),
             Err(e) => tracing::error!(error = %e, "worker cannot use its listener"),
         }
     }
@@ -98,7 +91,5 @@ async fn serve(
         let _ = l.await;
     }
     let grace = stop.borrow().unwrap_or_default();
-    if let Ok(g) = Arc::try_unwrap(graceful) {
-        let _ = tokio::time::timeout(grace, g.shutdown()).await;
-    }
+    super::drain(&shared, grace).await;
 }

@@ -1,0 +1,273 @@
+//! One client connection, from accept to close.
+//!
+//! An HTTP/1 connection alternates between two states. *Serving*: hyper drives it
+//! through the framing guard. *Parked*: after a short idle spell the guard asks for a
+//! park, hyper's part ends (its read and write buffers, about 16 KiB, are freed) and
+//! only the socket is kept until the client sends again or `idle_timeout` passes. So
+//! thousands of idle keep-alive clients cost little more than their sockets, while a
+//! busy client never pays for a park. HTTP/2 connections (prior knowledge) are served
+//! by hyper throughout.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::guard::{ConnShared, GuardLimits, Guarded};
+use super::{framing, inflight, Shared};
+use crate::proxy::{Client, Proxy};
+
+/// hyper's per-connection buffer limit; its default (~400 KiB) multiplies badly with
+/// many concurrent large responses.
+const BUF_LIMIT: usize = 64 * 1024;
+
+/// Serves one client connection on its own task; counted in `shared.connections`.
+pub fn spawn(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    stop: watch::Receiver<Option<Duration>>,
+) {
+    let _ = stream.set_nodelay(true);
+    shared.connections.fetch_add(1, Ordering::AcqRel);
+    tokio::spawn(async move {
+        serve(stream, peer, &shared, stop).await;
+        if shared.connections.fetch_sub(1, Ordering::AcqRel) == 1 {
+            shared.drained.notify_waiters();
+        }
+    });
+}
+
+async fn serve(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    shared: &Arc<Shared>,
+    mut stop: watch::Receiver<Option<Duration>>,
+) {
+    let client = Client {
+        peer,
+        tls: false,
+        ip: client_ip_header(peer),
+    };
+    let mut idle_since = None;
+    let mut carried = BytesMut::new();
+    loop {
+        let limits = limits(shared);
+        // Parked: wait for the client's next bytes with nothing but the socket (unless
+        // some arrived while parking).
+        if let Some(since) = idle_since.filter(|_| carried.is_empty()) {
+            let deadline = since + limits.idle_timeout;
+            tokio::select! {
+                r = stream.readable() => if r.is_err() { return },
+                () = tokio::time::sleep_until(deadline) => return,
+                _ = stop.changed() => return,
+            }
+        }
+        if carried.is_empty() && is_h2(&stream, limits.header_timeout).await {
+            Box::pin(serve_h2(stream, shared, client, limits, stop)).await;
+            return;
+        }
+        // Boxed: hyper's connection state is kilobytes, and an unboxed future would
+        // keep that much allocated in this task while it is parked.
+        match Box::pin(serve_h1(
+            stream, carried, &client, shared, limits, &mut stop,
+        ))
+        .await
+        {
+            Some((s, rest, since)) => {
+                stream = s;
+                carried = rest;
+                idle_since = Some(since);
+            }
+            None => return,
+        }
+    }
+}
+
+/// Serves HTTP/1 until the connection ends, or until the guard asks to park it: then
+/// returns the socket, the start of a request head that arrived meanwhile (if any),
+/// and when it went idle.
+async fn serve_h1(
+    stream: TcpStream,
+    carried: BytesMut,
+    client: &Client,
+    shared: &Arc<Shared>,
+    limits: GuardLimits,
+    stop: &mut watch::Receiver<Option<Duration>>,
+) -> Option<(TcpStream, BytesMut, Instant)> {
+    let conn_shared = ConnShared::new();
+    let io = TokioIo::new(Guarded::resume(
+        stream,
+        carried,
+        limits,
+        conn_shared.clone(),
+    ));
+    let mut conn = http1()
+        .serve_connection(io, service(shared, client, &conn_shared))
+        .with_upgrades();
+    let mut stopping = false;
+    let result = loop {
+        tokio::select! {
+            r = &mut conn => break r,
+            () = conn_shared.park.notified() => std::pin::Pin::new(&mut conn).graceful_shutdown(),
+            _ = stop.changed(), if !stopping => {
+                stopping = true;
+                std::pin::Pin::new(&mut conn).graceful_shutdown();
+            }
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(client = %client.peer, error = %e, "client connection ended with an error");
+        return None;
+    }
+    if stopping || !conn_shared.parking() {
+        return None;
+    }
+    // Take the socket back from hyper, unless it holds bytes not yet read.
+    let parts = conn.into_parts()?;
+    if !parts.read_buf.is_empty() {
+        return None;
+    }
+    let (stream, rest) = parts.io.into_inner().into_parts();
+    tracing::trace!(client = %client.peer, "connection parked");
+    Some((stream, rest, conn_shared.idle_since()))
+}
+
+fn limits(shared: &Shared) -> GuardLimits {
+    let snap = shared.live.load();
+    let l = &snap.config.limits;
+    GuardLimits {
+        max_head: l.max_header_bytes,
+        header_timeout: l.client_header_timeout,
+        idle_timeout: l.idle_timeout,
+    }
+}
+
+fn http1() -> hyper::server::conn::http1::Builder {
+    let mut b = hyper::server::conn::http1::Builder::new();
+    b.timer(TokioTimer::new())
+        .header_read_timeout(None)
+        .max_headers(framing::MAX_HEADERS)
+        // A read EOF need not abort the response being written: the guard ends the
+        // read side to stop a pipeline behind a bad request, and a client that only
+        // shut down its sending side still gets its answer.
+        .half_close(true)
+        // Bounds what hyper buffers per connection (read and write): a fast backend
+        // and a slow client must not park a whole large response in memory.
+        .max_buf_size(BUF_LIMIT)
+        .keep_alive(true);
+    b
+}
+
+async fn serve_h2(
+    stream: TcpStream,
+    shared: &Arc<Shared>,
+    client: Client,
+    limits: GuardLimits,
+    mut stop: watch::Receiver<Option<Duration>>,
+) {
+    let conn_shared = ConnShared::new();
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_head).unwrap_or(u32::MAX));
+    let mut conn =
+        builder.serve_connection(TokioIo::new(stream), service(shared, &client, &conn_shared));
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            r = &mut conn => {
+                if let Err(e) = r {
+                    tracing::debug!(client = %client.peer, error = %e, "h2 connection ended with an error");
+                }
+                return;
+            }
+            _ = stop.changed(), if !stopping => {
+                stopping = true;
+                std::pin::Pin::new(&mut conn).graceful_shutdown();
+            }
+        }
+    }
+}
+
+/// Whether the client opens with the HTTP/2 preface (h2c with prior knowledge).
+async fn is_h2(stream: &TcpStream, wait_at_most: Duration) -> bool {
+    const PRI: &[u8] = b"PRI ";
+    let give_up = Instant::now() + wait_at_most;
+    let mut buf = [0u8; 4];
+    loop {
+        let n = match stream.peek(&mut buf).await {
+            Ok(n) => n,
+            Err(_) => return false,
+        };
+        if n == 0 || !PRI.starts_with(&buf[..n]) {
+            return false;
+        }
+        if n == PRI.len() {
+            return true;
+        }
+        // A few bytes of what may be the preface: peek returns at once while they are
+        // all there is, so wait a little for the rest (the rare, slow case only).
+        if Instant::now() >= give_up {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// What the service returns for one request: boxed, see `service`.
+type ResponseFuture = std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = Result<http::Response<inflight::CountedBody>, Infallible>>
+            + Send,
+    >,
+>;
+
+/// The hyper service of one connection: counts each request in flight from the call
+/// until its response body is gone, and forwards it.
+fn service(
+    shared: &Arc<Shared>,
+    client: &Client,
+    conn_shared: &Arc<ConnShared>,
+) -> impl hyper::service::Service<
+    http::Request<hyper::body::Incoming>,
+    Response = http::Response<inflight::CountedBody>,
+    Error = Infallible,
+    Future = ResponseFuture,
+> + Clone {
+    let proxy = Proxy::new(shared.live.clone());
+    let counters = shared.clone();
+    let client = client.clone();
+    let conn_shared = conn_shared.clone();
+    service_fn(move |req| {
+        // Counted from the call, not the first poll: hyper may read on before it polls,
+        // and the guard must already know a request is being served.
+        let in_flight = inflight::InFlight::start(conn_shared.clone(), counters.clone());
+        let proxy = proxy.clone();
+        let client = client.clone();
+        // Boxed once here: hyper moves the service future into place, and the unboxed
+        // request state machine is kilobytes.
+        Box::pin(async move {
+            let resp = proxy.handle(req, &client).await;
+            Ok::<_, Infallible>(resp.map(|body| inflight::CountedBody {
+                body,
+                _in_flight: in_flight,
+            }))
+        }) as ResponseFuture
+    })
+}
+
+/// The client's IP as a header value, formatted once per connection for
+/// `X-Forwarded-For`.
+fn client_ip_header(peer: SocketAddr) -> http::HeaderValue {
+    http::HeaderValue::try_from(peer.ip().to_string())
+        .unwrap_or_else(|_| http::HeaderValue::from_static("unknown"))
+}
