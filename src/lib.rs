@@ -4,7 +4,7 @@
 //! Modules: [`config`] (schema, validation, loading) · [`routing`] (the snapshot a
 //! reload swaps) · [`balance`] (pool and backend picks) · [`health`] (warm-up, slow
 //! start, ejection) · [`proxy`] (the service that forwards one request) · [`server`]
-//! (listeners, client connections, the framing guard, shutdown) · [`reload`] (SIGHUP) ·
+//! (listeners, client connections and their idle parking, the framing guard, shutdown) · [`reload`] (SIGHUP) ·
 //! [`admin`] (health endpoints) · [`metrics`] (the per-request outcome seam) · [`cli`].
 //!
 //! The path of one request:
