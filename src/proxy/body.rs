@@ -3,8 +3,9 @@
 //! connection back to its pool when it ends).
 
 use std::future::Future;
+use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -13,7 +14,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use super::upstream::Sender;
+use super::upstream::Exchange;
 use crate::health::Backend;
 
 /// Why a request body could not be forwarded.
@@ -27,32 +28,6 @@ pub enum RequestBodyError {
     Stalled,
 }
 
-/// Whether a request body has been handed over whole, and a way to wait for it.
-#[derive(Debug, Default)]
-pub struct Sent {
-    done: AtomicBool,
-    notify: tokio::sync::Notify,
-}
-
-impl Sent {
-    pub fn is_done(&self) -> bool {
-        self.done.load(Ordering::Acquire)
-    }
-
-    fn mark(&self) {
-        if !self.done.swap(true, Ordering::AcqRel) {
-            // notify_one keeps a permit when nobody waits yet, so `wait` cannot miss it.
-            self.notify.notify_one();
-        }
-    }
-
-    pub async fn wait(&self) {
-        if !self.is_done() {
-            self.notify.notified().await;
-        }
-    }
-}
-
 /// The client's request body as sent upstream.
 #[derive(Debug)]
 pub enum UpstreamRequestBody {
@@ -61,8 +36,6 @@ pub enum UpstreamRequestBody {
         inner: Incoming,
         limit: Option<u64>,
         seen: u64,
-        /// Set once the whole body has been handed to the backend connection.
-        sent: Arc<Sent>,
         /// Fires when the client has sent nothing for `gap_limit` (a stalled upload
         /// would otherwise hold a backend connection forever).
         gap: Pin<Box<tokio::time::Sleep>>,
@@ -79,18 +52,9 @@ impl UpstreamRequestBody {
                 inner,
                 limit,
                 seen: 0,
-                sent: Arc::new(Sent::default()),
                 gap: Box::pin(tokio::time::sleep(gap_limit)),
                 gap_limit,
             }
-        }
-    }
-
-    /// Tells when the body has been sent whole; `None` when there is no body to send.
-    pub fn completion(&self) -> Option<Arc<Sent>> {
-        match self {
-            UpstreamRequestBody::Empty => None,
-            UpstreamRequestBody::Stream { sent, .. } => Some(sent.clone()),
         }
     }
 
@@ -113,7 +77,6 @@ impl Body for UpstreamRequestBody {
                 inner,
                 limit,
                 seen,
-                sent,
                 gap,
                 gap_limit,
             } => {
@@ -133,17 +96,10 @@ impl Body for UpstreamRequestBody {
                                 return Poll::Ready(Some(Err(RequestBodyError::TooLarge)));
                             }
                         }
-                        // hyper stops polling once the body says it has ended.
-                        if inner.is_end_stream() {
-                            sent.mark();
-                        }
                         Poll::Ready(Some(Ok(f)))
                     }
                     Some(Err(e)) => Poll::Ready(Some(Err(RequestBodyError::Client(e)))),
-                    None => {
-                        sent.mark();
-                        Poll::Ready(None)
-                    }
+                    None => Poll::Ready(None),
                 }
             }
         }
@@ -187,6 +143,9 @@ impl Drop for InFlight {
 
 /// The body of a response the proxy sends to its client.
 #[derive(Debug)]
+// Proxied responses are the common case: boxing them would cost an allocation each,
+// to make the rare proxy-made answers smaller.
+#[allow(clippy::large_enum_variant)]
 pub enum ProxyBody {
     /// A body the proxy made itself (errors, admin answers).
     Full(Option<Bytes>),
@@ -197,42 +156,66 @@ pub enum ProxyBody {
 /// back to the backend's pool; dropped early, the connection is dropped with it.
 #[derive(Debug)]
 pub struct UpstreamBody {
-    inner: Incoming,
-    sender: Option<Sender>,
+    /// `None` once the body has ended (or failed).
+    exchange: Option<Exchange>,
     in_flight: InFlight,
-    /// The request body's completion: a connection still uploading is busy.
-    request_sent: Option<Arc<Sent>>,
     /// How long the connection may be reused once idle.
-    keep_for: std::time::Duration,
+    keep_for: Duration,
 }
 
 impl UpstreamBody {
-    pub fn new(
-        inner: Incoming,
-        sender: Sender,
-        in_flight: InFlight,
-        request_sent: Option<Arc<Sent>>,
-        keep_for: std::time::Duration,
-    ) -> Self {
+    pub fn new(exchange: Exchange, in_flight: InFlight, keep_for: Duration) -> Self {
         let mut b = UpstreamBody {
-            inner,
-            sender: Some(sender),
+            exchange: Some(exchange),
             in_flight,
-            request_sent,
             keep_for,
         };
-        if b.inner.is_end_stream() {
+        if b.is_end_stream() {
             b.release();
         }
         b
     }
 
-    /// Hands the connection back, unless the request is still being uploaded (the
-    /// backend answered early): then it is dropped and closes once that ends.
+    /// Hands the connection back when it can carry another request (a backend that
+    /// answered before the upload ended leaves a connection that cannot).
     fn release(&mut self) {
-        let Some(s) = self.sender.take() else { return };
-        if self.request_sent.as_ref().is_none_or(|d| d.is_done()) {
-            self.in_flight.backend().conns.checkin(s, self.keep_for);
+        let Some(conn) = self.exchange.take().and_then(Exchange::into_reusable) else {
+            return;
+        };
+        self.in_flight.backend().conns.checkin(conn, self.keep_for);
+    }
+
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Frame<Bytes>>>> {
+        let Some(exchange) = self.exchange.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match ready!(exchange.poll_body(cx)) {
+            Some(Ok(data)) => {
+                if exchange.body_done() {
+                    self.release();
+                }
+                Poll::Ready(Some(Ok(Frame::data(data))))
+            }
+            None => {
+                self.release();
+                Poll::Ready(None)
+            }
+            Some(Err(e)) => {
+                self.exchange = None;
+                Poll::Ready(Some(Err(e)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.exchange.as_ref().is_none_or(Exchange::body_done)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.exchange.as_ref().map(Exchange::body_left) {
+            None => SizeHint::with_exact(0),
+            Some(Some(n)) => SizeHint::with_exact(n),
+            Some(None) => SizeHint::default(),
         }
     }
 }
@@ -249,7 +232,7 @@ impl ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = io::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
@@ -257,23 +240,14 @@ impl Body for ProxyBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.get_mut() {
             ProxyBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            ProxyBody::Upstream(up) => {
-                let frame = ready!(Pin::new(&mut up.inner).poll_frame(cx));
-                match &frame {
-                    None => up.release(),
-                    Some(Ok(_)) if up.inner.is_end_stream() => up.release(),
-                    Some(Err(_)) => drop(up.sender.take()),
-                    Some(Ok(_)) => {}
-                }
-                Poll::Ready(frame)
-            }
+            ProxyBody::Upstream(up) => up.poll_frame(cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             ProxyBody::Full(d) => d.is_none(),
-            ProxyBody::Upstream(up) => up.inner.is_end_stream(),
+            ProxyBody::Upstream(up) => up.is_end_stream(),
         }
     }
 
@@ -281,7 +255,7 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Full(Some(d)) => SizeHint::with_exact(d.len() as u64),
             ProxyBody::Full(None) => SizeHint::with_exact(0),
-            ProxyBody::Upstream(up) => up.inner.size_hint(),
+            ProxyBody::Upstream(up) => up.size_hint(),
         }
     }
 }

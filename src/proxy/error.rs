@@ -5,7 +5,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
 
 use super::body::{ProxyBody, RequestBodyError};
-use super::upstream::ConnectError;
+use super::upstream::{ConnectError, UpstreamError};
 
 /// An error made by the proxy, as opposed to a status a backend sent.
 #[derive(Debug, thiserror::Error)]
@@ -23,9 +23,9 @@ pub enum ProxyError {
     #[error("could not connect to the backend")]
     ConnectFailed(#[source] ConnectError),
     #[error("the backend closed or reset the connection")]
-    UpstreamReset(#[source] hyper::Error),
+    UpstreamReset(#[source] UpstreamError),
     #[error("the backend sent a malformed response")]
-    BadUpstreamResponse(#[source] hyper::Error),
+    BadUpstreamResponse(#[source] UpstreamError),
     #[error("no ready backend for this request")]
     NoReadyBackend,
     #[error("the backend did not answer within response_timeout")]
@@ -86,26 +86,15 @@ impl ProxyError {
         ))
     }
 
-    /// Classifies a failed upstream exchange, given that no response head arrived.
-    pub fn from_upstream(e: hyper::Error) -> ProxyError {
-        use std::error::Error as _;
-        let mut source = e.source();
-        while let Some(s) = source {
-            if let Some(b) = s.downcast_ref::<RequestBodyError>() {
-                return match b {
-                    RequestBodyError::TooLarge => ProxyError::BodyTooLarge,
-                    RequestBodyError::Stalled => ProxyError::ClientTimeout,
-                    RequestBodyError::Client(_) => {
-                        ProxyError::BadRequest("the request body was malformed or cut short")
-                    }
-                };
+    /// The answer when the client's own body could not be carried: its fault, not
+    /// the backend's.
+    pub fn from_body(e: RequestBodyError) -> ProxyError {
+        match e {
+            RequestBodyError::TooLarge => ProxyError::BodyTooLarge,
+            RequestBodyError::Stalled => ProxyError::ClientTimeout,
+            RequestBodyError::Client(_) => {
+                ProxyError::BadRequest("the request body was malformed or cut short")
             }
-            source = s.source();
-        }
-        if e.is_parse() || e.is_parse_status() || e.is_parse_too_large() {
-            ProxyError::BadUpstreamResponse(e)
-        } else {
-            ProxyError::UpstreamReset(e)
         }
     }
 }

@@ -5,33 +5,27 @@
 //! when the connection failed before a byte of the response arrived. A request whose
 //! body reached a backend is never replayed.
 
-use std::time::Instant;
+use std::future::{poll_fn, Future};
+use std::pin::pin;
+use std::task::Poll;
+use std::time::{Duration, Instant};
 
 use http::request::Parts;
-use http::{HeaderMap, Method, Request, Response, Uri, Version};
-use hyper::body::Incoming;
+use http::{Method, Response, Uri, Version};
 
-use super::body::{InFlight, ProxyBody, Sent, UpstreamBody, UpstreamRequestBody};
+use super::body::{InFlight, ProxyBody, UpstreamBody, UpstreamRequestBody};
 use super::error::ProxyError;
 use super::headers;
-use super::upstream::{self, Sender};
+use super::upstream::{self, Exchange, Head, UpstreamError};
 use crate::metrics::Outcome;
 use crate::routing::{Route, Snapshot};
 
-/// A backend's response head, with what must live as long as its body.
+/// A backend's response head, with the exchange its body comes from.
 #[derive(Debug)]
 pub struct Answer {
-    pub response: Response<Incoming>,
-    pub sender: Sender,
+    pub head: Head,
+    pub exchange: Exchange,
     pub in_flight: InFlight,
-    pub request_sent: Option<std::sync::Arc<Sent>>,
-}
-
-/// Enough of a bodiless request to send it again.
-struct Replay {
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
 }
 
 pub async fn forward(
@@ -52,8 +46,7 @@ pub async fn forward(
             Uri::try_from(pq).map_err(|_| ProxyError::BadRequest("invalid request target"))?;
     }
     let replayable = limits.retries > 0 && is_idempotent(&parts.method) && body.is_empty();
-    let request_sent = body.completion();
-    let mut request = Some(Request::from_parts(parts, body));
+    let mut request_body = Some(body);
 
     let mut pool_i = first_pool;
     let mut tried_pools: Vec<usize> = Vec::new();
@@ -61,7 +54,7 @@ pub async fn forward(
     let mut attempts_left = limits.retries.saturating_add(1);
     let mut last_error = ProxyError::NoReadyBackend;
     loop {
-        let Some(req) = request.take() else {
+        let Some(body) = request_body.take() else {
             return Err(last_error);
         };
         if attempts_left == 0 {
@@ -81,7 +74,7 @@ pub async fn forward(
                 Some(next) => {
                     pool_i = next;
                     tried.clear();
-                    request = Some(req);
+                    request_body = Some(body);
                     continue;
                 }
                 None => return Err(last_error),
@@ -95,95 +88,87 @@ pub async fn forward(
         outcome.backend = Some(backend.addr);
         let in_flight = InFlight::new(backend.clone());
 
-        let mut sender = match backend
+        let conn = match backend
             .conns
             .checkout(backend.addr, limits.connect_timeout)
             .await
         {
-            Ok((sender, _reused)) => sender,
+            Ok((conn, _reused)) => conn,
             Err(e) => {
                 tracing::warn!(pool = %pool.name, backend = %backend.addr, error = %e, "connect failed");
                 backend.report_failure(pool.backends.may_eject(pool.config.eject.max_percent));
                 last_error = ProxyError::ConnectFailed(e);
-                request = Some(req);
+                request_body = Some(body);
                 continue;
             }
         };
-        let replay = replayable.then(|| Replay {
-            method: req.method().clone(),
-            uri: req.uri().clone(),
-            headers: req.headers().clone(),
-        });
+        let mut exchange = Exchange::new(conn, &parts, body);
         let sent = Instant::now();
-        let result = respond_within(
-            limits.response_timeout,
-            sender.try_send_request(req),
-            request_sent.as_deref(),
-        )
-        .await;
+        let result = head_within(limits.response_timeout, &mut exchange).await;
         outcome.upstream = Some(sent.elapsed());
-        match result {
-            Ok(Ok(response)) => {
+        let e = match result {
+            Some(Ok(head)) => {
                 backend.report_success();
                 return Ok(Answer {
-                    response,
-                    sender,
+                    head,
+                    exchange,
                     in_flight,
-                    request_sent,
                 });
             }
-            Err(_elapsed) => {
+            None => {
                 backend.report_failure(pool.backends.may_eject(pool.config.eject.max_percent));
                 return Err(ProxyError::UpstreamTimeout);
             }
-            Ok(Err(mut e)) => {
-                if let Some(unsent) = e.take_message() {
-                    // The connection closed before the request went out: safe anywhere.
-                    tracing::debug!(backend = %backend.addr, error = %e.error(), "request not sent, retrying");
-                    last_error = ProxyError::from_upstream(e.into_error());
-                    request = Some(unsent);
-                    continue;
-                }
-                let err = ProxyError::from_upstream(e.into_error());
-                if matches!(err, ProxyError::BodyTooLarge | ProxyError::BadRequest(_)) {
-                    // The client's fault, not the backend's.
-                    return Err(err);
-                }
-                tracing::warn!(pool = %pool.name, backend = %backend.addr, error = %err, "upstream failed");
-                backend.report_failure(pool.backends.may_eject(pool.config.eject.max_percent));
-                match (replay, &err) {
-                    (Some(r), ProxyError::UpstreamReset(_)) => {
-                        let mut again = Request::new(UpstreamRequestBody::Empty);
-                        *again.method_mut() = r.method;
-                        *again.uri_mut() = r.uri;
-                        *again.headers_mut() = r.headers;
-                        request = Some(again);
-                        last_error = err;
-                    }
-                    _ => return Err(err),
-                }
-            }
+            Some(Err(UpstreamError::Body(e))) => return Err(ProxyError::from_body(e)),
+            Some(Err(e)) => e,
+        };
+        if let UpstreamError::NotSent(error) = &e {
+            // Not a byte of the request went out: safe anywhere.
+            tracing::debug!(backend = %backend.addr, %error, "request not sent, retrying");
+            request_body = exchange.into_unsent_body();
+            last_error = ProxyError::UpstreamReset(e);
+            continue;
         }
+        let answered = e.answered();
+        let err = match e {
+            UpstreamError::Malformed(_) => ProxyError::BadUpstreamResponse(e),
+            _ => ProxyError::UpstreamReset(e),
+        };
+        tracing::warn!(pool = %pool.name, backend = %backend.addr, error = %err, "upstream failed");
+        backend.report_failure(pool.backends.may_eject(pool.config.eject.max_percent));
+        if replayable && !answered && matches!(err, ProxyError::UpstreamReset(_)) {
+            request_body = Some(UpstreamRequestBody::Empty);
+            last_error = err;
+            continue;
+        }
+        return Err(err);
     }
 }
 
 /// Waits for the response head, giving the backend `limit` from the moment the request
 /// has been sent whole: the time a client takes to upload its body is not the backend's.
-/// (A stalled upload is cut by the body's own idle clock.)
-async fn respond_within<F: std::future::Future>(
-    limit: std::time::Duration,
-    exchange: F,
-    body: Option<&Sent>,
-) -> Result<F::Output, tokio::time::error::Elapsed> {
-    let Some(body) = body else {
-        return tokio::time::timeout(limit, exchange).await;
-    };
-    tokio::pin!(exchange);
-    tokio::select! {
-        done = &mut exchange => return Ok(done),
-        () = body.wait() => {}
-    }
-    tokio::time::timeout(limit, exchange).await
+/// (A stalled upload is cut by the body's own idle clock.) `None` when time ran out.
+async fn head_within(
+    limit: Duration,
+    exchange: &mut Exchange,
+) -> Option<Result<Head, UpstreamError>> {
+    let mut deadline = pin!(None::<tokio::time::Sleep>);
+    poll_fn(|cx| {
+        if let Poll::Ready(head) = exchange.poll_head(cx) {
+            return Poll::Ready(Some(head));
+        }
+        if deadline.is_none() {
+            if !exchange.request_sent() {
+                return Poll::Pending;
+            }
+            deadline.set(Some(tokio::time::sleep(limit)));
+        }
+        match deadline.as_mut().as_pin_mut().map(|sleep| sleep.poll(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(None),
+            _ => Poll::Pending,
+        }
+    })
+    .await
 }
 
 fn is_idempotent(m: &Method) -> bool {
@@ -196,21 +181,21 @@ fn is_idempotent(m: &Method) -> bool {
 impl Answer {
     /// The response as the client gets it: hop-by-hop headers gone, body streaming.
     pub fn into_client_response(self) -> Response<ProxyBody> {
-        let (mut parts, body) = self.response.into_parts();
+        let Head {
+            status,
+            mut headers,
+            ..
+        } = self.head;
         // Read before the hop-by-hop headers go: how long the backend keeps it open.
-        let keep_for =
-            headers::keep_alive_timeout(&parts.headers).map_or(upstream::DEFAULT_IDLE, |t| {
-                t.saturating_sub(std::time::Duration::from_secs(1))
-                    .min(upstream::MAX_IDLE)
-            });
-        headers::strip_hop_by_hop(&mut parts.headers, false);
-        let body = ProxyBody::Upstream(UpstreamBody::new(
-            body,
-            self.sender,
-            self.in_flight,
-            self.request_sent,
-            keep_for,
-        ));
-        Response::from_parts(parts, body)
+        let keep_for = headers::keep_alive_timeout(&headers).map_or(upstream::DEFAULT_IDLE, |t| {
+            t.saturating_sub(Duration::from_secs(1))
+                .min(upstream::MAX_IDLE)
+        });
+        headers::strip_hop_by_hop(&mut headers, false);
+        let body = UpstreamBody::new(self.exchange, self.in_flight, keep_for);
+        let mut resp = Response::new(ProxyBody::Upstream(body));
+        *resp.status_mut() = status;
+        *resp.headers_mut() = headers;
+        resp
     }
 }

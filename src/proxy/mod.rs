@@ -165,7 +165,7 @@ async fn route_and_forward(
     let answer = forward::forward(snapshot, route, pool, overridden, parts, body, outcome).await?;
     // 6. Respond.
     let resp = match client_upgrade {
-        Some(on_client) if answer.response.status() == http::StatusCode::SWITCHING_PROTOCOLS => {
+        Some(on_client) if answer.head.status == http::StatusCode::SWITCHING_PROTOCOLS => {
             upgrade::tunnel(on_client, answer)
         }
         _ => answer.into_client_response(),

@@ -4,6 +4,7 @@
 use http::Response;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
 
 use super::body::ProxyBody;
 use super::forward::Answer;
@@ -11,30 +12,34 @@ use super::forward::Answer;
 /// Returns the 101 for the client and spawns the tunnel behind it.
 pub fn tunnel(on_client: OnUpgrade, answer: Answer) -> Response<ProxyBody> {
     let Answer {
-        mut response,
-        sender,
+        head,
+        exchange,
         in_flight,
-        ..
     } = answer;
-    let on_backend = hyper::upgrade::on(&mut response);
-    // The sender must go so the backend connection can hand over its socket.
-    drop(sender);
+    let (mut backend, early) = exchange.into_upgraded();
     tokio::spawn(async move {
         // Held for the tunnel's life: an open tunnel counts as in flight.
         let _in_flight = in_flight;
-        let (client, backend) = match tokio::try_join!(on_client, on_backend) {
-            Ok(pair) => pair,
+        let mut client = match on_client.await {
+            Ok(upgraded) => TokioIo::new(upgraded),
             Err(e) => {
                 tracing::debug!(error = %e, "upgrade did not complete");
                 return;
             }
         };
-        let mut client = TokioIo::new(client);
-        let mut backend = TokioIo::new(backend);
+        // What the backend sent right behind its 101 came with the head.
+        if !early.is_empty() {
+            if let Err(e) = client.write_all(&early).await {
+                tracing::debug!(error = %e, "tunnel closed with an error");
+                return;
+            }
+        }
         if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut backend).await {
             tracing::debug!(error = %e, "tunnel closed with an error");
         }
     });
-    let (parts, _) = response.into_parts();
-    Response::from_parts(parts, ProxyBody::empty())
+    let mut resp = Response::new(ProxyBody::empty());
+    *resp.status_mut() = head.status;
+    *resp.headers_mut() = head.headers;
+    resp
 }

@@ -49,7 +49,7 @@ pub struct CountedBody {
 
 impl Body for CountedBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = std::io::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,

@@ -227,6 +227,9 @@ pub enum RawUpstream {
     Garbage,
     /// Reads the request and never answers.
     Silent,
+    /// Answers every request on a connection with these exact bytes; closes the
+    /// connection after the first answer when `close`. The counter counts connections.
+    Script { answer: &'static [u8], close: bool },
 }
 
 impl RawUpstream {
@@ -252,6 +255,15 @@ impl RawUpstream {
                         return;
                     }
                     counter.fetch_add(1, Ordering::SeqCst);
+                    if let RawUpstream::Script { answer, close } = *kind {
+                        // One read per request: the proxy writes each head whole.
+                        while s.write_all(answer).await.is_ok() && !close {
+                            if !matches!(s.read(&mut buf).await, Ok(n) if n > 0) {
+                                break;
+                            }
+                        }
+                        return;
+                    }
                     match *kind {
                         RawUpstream::Reset => drop(s),
                         RawUpstream::Garbage => {
@@ -260,6 +272,7 @@ impl RawUpstream {
                         RawUpstream::Silent => {
                             tokio::time::sleep(Duration::from_secs(60)).await;
                         }
+                        RawUpstream::Script { .. } => {}
                     }
                 });
             }

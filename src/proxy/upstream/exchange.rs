@@ -1,0 +1,363 @@
+//! One request and its response on a backend connection, driven from the request's own
+//! task.
+//!
+//! hyper's client runs every connection as a task of its own and talks to it through
+//! channels: two task switches and several channel operations per request, and a
+//! header map built and cloned on the way. Here the request's task writes the head,
+//! streams the body and reads the answer itself. The upload and the download are
+//! polled side by side, so a backend that answers while it still reads (an echo, or
+//! an early 413) works in both directions.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::request::Parts;
+use http::{header, StatusCode};
+use http_body::Body;
+use tokio::io::AsyncWrite;
+use tokio::net::TcpStream;
+
+use super::response::{self, Decoded, Framing, Head};
+use super::{Conn, UpstreamError};
+use crate::proxy::body::{RequestBodyError, UpstreamRequestBody};
+
+/// Body bytes gathered before writing: big enough for few syscalls, small enough that a
+/// fast client cannot make the proxy buffer much.
+const WRITE_HIGH_WATER: usize = 64 * 1024;
+
+#[derive(Debug)]
+pub struct Exchange {
+    conn: Conn,
+    upload: Upload,
+    /// The request was a HEAD: whatever the answer declares, no body follows.
+    to_head: bool,
+    /// Set once the response head has been read.
+    framing: Framing,
+    keep_alive: bool,
+    /// Whether any byte of a response arrived (a failure after that is never retried).
+    answered: bool,
+    /// The backend closed the connection (the end of an until-close body).
+    closed: bool,
+}
+
+#[derive(Debug)]
+enum Upload {
+    Sending {
+        /// `None` once the client's body has ended.
+        body: Option<UpstreamRequestBody>,
+        chunked: bool,
+        /// Whether any byte of the request reached the socket.
+        wrote: bool,
+        /// Whether any of the client's body was taken (it may sit unwritten in the
+        /// buffer, and could not be sent elsewhere).
+        taken: bool,
+    },
+    Done,
+    /// Writing failed; the connection is good for nothing after this answer.
+    Failed,
+}
+
+impl Exchange {
+    /// Starts an exchange: the head is encoded now, and leaves with the first poll.
+    pub fn new(mut conn: Conn, head: &Parts, body: UpstreamRequestBody) -> Self {
+        // A body of unknown length travels chunked (the client's own framing was a
+        // hop-by-hop matter, and HTTP/2 has none).
+        let chunked = !body.is_empty() && !head.headers.contains_key(header::CONTENT_LENGTH);
+        encode_head(head, chunked, &mut conn.wbuf);
+        Exchange {
+            conn,
+            upload: Upload::Sending {
+                body: (!body.is_empty()).then_some(body),
+                chunked,
+                wrote: false,
+                taken: false,
+            },
+            to_head: head.method == http::Method::HEAD,
+            framing: Framing::Empty,
+            keep_alive: false,
+            answered: false,
+            closed: false,
+        }
+    }
+
+    /// Gives the request body back when not a byte of the request was written nor of
+    /// its body taken, so that it can go to another backend.
+    pub fn into_unsent_body(self) -> Option<UpstreamRequestBody> {
+        match self.upload {
+            Upload::Sending {
+                body,
+                wrote: false,
+                taken: false,
+                ..
+            } => Some(body.unwrap_or(UpstreamRequestBody::Empty)),
+            _ => None,
+        }
+    }
+
+    /// Whether the request, body included, has been written whole.
+    pub fn request_sent(&self) -> bool {
+        matches!(self.upload, Upload::Done)
+    }
+
+    /// Waits for the response head, writing the request meanwhile. Interim (1xx)
+    /// answers other than 101 are skipped.
+    pub fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<Result<Head, UpstreamError>> {
+        loop {
+            self.drive_upload(cx)?;
+            if let Some(head) = response::parse_head(&mut self.conn.rbuf, self.to_head)? {
+                self.answered = true;
+                if head.status.is_informational() && head.status != StatusCode::SWITCHING_PROTOCOLS
+                {
+                    continue;
+                }
+                self.framing = head.framing;
+                self.keep_alive = head.keep_alive;
+                return Poll::Ready(Ok(head));
+            }
+            self.answered |= !self.conn.rbuf.is_empty();
+            match ready!(self.conn.poll_fill(cx)) {
+                Ok(0) => {
+                    return Poll::Ready(Err(UpstreamError::Closed {
+                        answered: self.answered,
+                    }))
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    return Poll::Ready(Err(UpstreamError::Io {
+                        error,
+                        answered: self.answered,
+                    }))
+                }
+            }
+        }
+    }
+
+    /// The next piece of the response body; `None` at its end.
+    pub fn poll_body(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
+        // A backend may stream its answer while it still reads the request: keep
+        // uploading as long as the response is read.
+        if let Err(e) = self.drive_upload(cx) {
+            return Poll::Ready(Some(Err(io::Error::other(e))));
+        }
+        loop {
+            match response::decode(&mut self.framing, &mut self.conn.rbuf) {
+                Err(e) => return Poll::Ready(Some(Err(io::Error::other(e)))),
+                Ok(Decoded::Data(d)) => return Poll::Ready(Some(Ok(d))),
+                Ok(Decoded::End) => return Poll::Ready(None),
+                Ok(Decoded::More) => {}
+            }
+            match ready!(self.conn.poll_fill(cx)) {
+                Ok(0) if self.framing == Framing::UntilClose => {
+                    self.framing = Framing::Empty;
+                    self.closed = true;
+                    return Poll::Ready(None);
+                }
+                Ok(0) => {
+                    return Poll::Ready(Some(Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the backend closed the connection before the body ended",
+                    ))))
+                }
+                Ok(_) => {}
+                Err(e) => return Poll::Ready(Some(Err(e))),
+            }
+        }
+    }
+
+    /// Whether the response body has been read whole.
+    pub fn body_done(&self) -> bool {
+        self.framing == Framing::Empty
+    }
+
+    /// Bytes of body still to come, when the backend declared them.
+    pub fn body_left(&self) -> Option<u64> {
+        match self.framing {
+            Framing::Empty => Some(0),
+            Framing::Length(n) => Some(n),
+            _ => None,
+        }
+    }
+
+    /// The connection, when it can carry another request: both messages complete,
+    /// the backend willing, and nothing unexpected waiting to be read.
+    pub fn into_reusable(self) -> Option<Conn> {
+        let reusable = self.body_done()
+            && self.keep_alive
+            && !self.closed
+            && matches!(self.upload, Upload::Done)
+            && self.conn.rbuf.is_empty();
+        reusable.then_some(self.conn)
+    }
+
+    /// The socket after a 101, with whatever the backend already sent past the head.
+    pub fn into_upgraded(self) -> (TcpStream, BytesMut) {
+        (self.conn.stream, self.conn.rbuf)
+    }
+
+    /// Polls the upload on. A failed write is kept for the response side to see (the
+    /// backend may have answered and closed, which is a fine answer); only a failure
+    /// before any byte left, or of the client's own body, is an error here.
+    fn drive_upload(&mut self, cx: &mut Context<'_>) -> Result<(), UpstreamError> {
+        match self.poll_upload(cx) {
+            Poll::Ready(Err(UploadError::Body(e))) => Err(UpstreamError::Body(e)),
+            Poll::Ready(Err(UploadError::Io {
+                error,
+                wrote: false,
+            })) => Err(UpstreamError::NotSent(error)),
+            _ => Ok(()),
+        }
+    }
+
+    fn poll_upload(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), UploadError>> {
+        let Upload::Sending {
+            body,
+            chunked,
+            wrote,
+            taken,
+        } = &mut self.upload
+        else {
+            return Poll::Ready(Ok(()));
+        };
+        let out = &mut self.conn.wbuf;
+        loop {
+            // Gather what the client has ready, so a small body leaves with its head.
+            while let Some(b) = body.as_mut() {
+                if out.len() >= WRITE_HIGH_WATER {
+                    break;
+                }
+                match Pin::new(b).poll_frame(cx) {
+                    Poll::Pending => break,
+                    Poll::Ready(None) => {
+                        if *chunked {
+                            out.extend_from_slice(b"0\r\n\r\n");
+                        }
+                        *body = None;
+                    }
+                    Poll::Ready(Some(Ok(frame))) => {
+                        *taken = true;
+                        // Trailers are not forwarded.
+                        if let Ok(data) = frame.into_data() {
+                            put_data(out, &data, *chunked);
+                        }
+                    }
+                    Poll::Ready(Some(Err(e))) => {
+                        self.upload = Upload::Failed;
+                        return Poll::Ready(Err(UploadError::Body(e)));
+                    }
+                }
+            }
+            if out.is_empty() {
+                if body.is_none() {
+                    self.upload = Upload::Done;
+                    return Poll::Ready(Ok(()));
+                }
+                return Poll::Pending;
+            }
+            let written = ready!(Pin::new(&mut self.conn.stream).poll_write(cx, out));
+            match written {
+                Ok(n) if n > 0 => {
+                    out.advance(n);
+                    *wrote = true;
+                }
+                result => {
+                    let error = result
+                        .err()
+                        .unwrap_or_else(|| io::ErrorKind::WriteZero.into());
+                    let wrote = *wrote;
+                    self.upload = Upload::Failed;
+                    return Poll::Ready(Err(UploadError::Io { error, wrote }));
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+enum UploadError {
+    Body(RequestBodyError),
+    Io { error: io::Error, wrote: bool },
+}
+
+/// The request head in origin form, HTTP/1.1, fields as they are in the map.
+fn encode_head(head: &Parts, chunked: bool, out: &mut BytesMut) {
+    let target = head.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let fields: usize = head
+        .headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    out.clear();
+    out.reserve(head.method.as_str().len() + target.len() + fields + 48);
+    out.extend_from_slice(head.method.as_str().as_bytes());
+    out.put_u8(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in &head.headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if chunked {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn put_data(out: &mut BytesMut, data: &[u8], chunked: bool) {
+    if data.is_empty() {
+        return;
+    }
+    if !chunked {
+        out.extend_from_slice(data);
+        return;
+    }
+    let mut digits = [0u8; 16];
+    let mut i = digits.len();
+    let mut n = data.len();
+    loop {
+        i -= 1;
+        digits[i] = b"0123456789abcdef"[n & 15];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_carry_their_size_in_hex() {
+        let mut out = BytesMut::new();
+        put_data(&mut out, &[b'x'; 26], true);
+        assert_eq!(&out[..4], b"1a\r\n");
+        assert!(out.ends_with(b"x\r\n"));
+    }
+
+    #[test]
+    fn head_is_origin_form_http11() {
+        let (mut parts, ()) = http::Request::builder()
+            .method("POST")
+            .uri("/a?b=1")
+            .header("host", "example")
+            .body(())
+            .map(http::Request::into_parts)
+            .unwrap_or_else(|_| unreachable!());
+        parts.version = http::Version::HTTP_10;
+        let mut out = BytesMut::new();
+        encode_head(&parts, true, &mut out);
+        assert_eq!(
+            &out[..],
+            b"POST /a?b=1 HTTP/1.1\r\nhost: example\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+    }
+}

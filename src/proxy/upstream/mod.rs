@@ -1,0 +1,240 @@
+//! Keep-alive HTTP/1.1 connections to backends, and the exchange of one request on
+//! one of them.
+//!
+//! Each backend keeps its own idle list. A connection is checked out before the request
+//! is written, so a failed connect leaves the request (and its body) in the caller's
+//! hands for a retry elsewhere; it goes back to the list only once both the request
+//! and the response have been carried whole.
+
+mod exchange;
+mod response;
+
+use std::cell::Cell;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+pub use exchange::Exchange;
+pub use response::Head;
+
+use super::body::RequestBodyError;
+
+/// Idle connections kept per backend; enough for a busy backend without hoarding fds.
+const MAX_IDLE_CONNS: usize = 256;
+/// How long an idle connection is reused when the backend does not say (with
+/// `Keep-Alive: timeout=N`): below common server defaults (Node.js closes after 5 s),
+/// because a request sent on a connection the backend is closing fails, and a POST
+/// cannot be retried.
+pub const DEFAULT_IDLE: Duration = Duration::from_secs(4);
+/// The longest an idle connection is kept, whatever the backend says.
+pub const MAX_IDLE: Duration = Duration::from_secs(50);
+
+/// Idle connections with the time each stops being reusable.
+type IdleList = Mutex<Vec<(Conn, Instant)>>;
+
+/// A connection to a backend with its buffers, which live as long as it does.
+#[derive(Debug)]
+pub struct Conn {
+    stream: TcpStream,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    /// How much the next read asks for: grows while reads come back full.
+    read_size: usize,
+}
+
+/// The first read of a connection asks for this much; enough for a typical head and
+/// small body in one go.
+const FIRST_READ: usize = 8 * 1024;
+/// The most one read asks for (the same bound hyper had: read-ahead stays bounded).
+const MAX_READ: usize = 64 * 1024;
+/// Below this much room left in the read buffer, a new one is made.
+const MIN_ROOM: usize = 1024;
+
+impl Conn {
+    fn new(stream: TcpStream) -> Self {
+        Conn {
+            stream,
+            rbuf: BytesMut::new(),
+            wbuf: BytesMut::new(),
+            read_size: FIRST_READ,
+        }
+    }
+
+    /// Reads what the backend has sent into the read buffer.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let room = self.rbuf.capacity() - self.rbuf.len();
+        if room < MIN_ROOM {
+            self.rbuf.reserve(self.read_size);
+        }
+        let room = self.rbuf.capacity() - self.rbuf.len();
+        let n = std::task::ready!(pin!(self.stream.read_buf(&mut self.rbuf)).poll(cx))?;
+        if n == room {
+            self.read_size = (self.read_size * 2).min(MAX_READ);
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    /// Whether an idle connection still looks usable: nothing has happened on it since
+    /// it was pooled. Any readiness (the backend's FIN or RST, or stray bytes) makes it
+    /// unusable; no readiness costs no syscall to find out.
+    fn looks_open(&self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.stream.poll_read_ready(&mut cx) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            // Readiness can be stale; a read tells.
+            Poll::Ready(Ok(())) => matches!(
+                self.stream.try_read(&mut [0u8; 1]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock
+            ),
+        }
+    }
+}
+
+/// How many shards a new pool gets: one per worker thread.
+static SHARDS: AtomicUsize = AtomicUsize::new(1);
+
+thread_local! {
+    /// The worker this thread serves for; picks its shard of every pool.
+    static SHARD: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Sets the number of worker threads, before any backend is created.
+pub fn set_shards(workers: usize) {
+    SHARDS.store(workers.max(1), Ordering::Relaxed);
+}
+
+/// Marks the calling thread as worker `index`.
+pub fn set_current_shard(index: usize) {
+    SHARD.with(|s| s.set(index));
+}
+
+/// The idle connections of one backend, one list per worker thread: a connection is
+/// driven by a task on the worker that opened it, so reusing it from that worker keeps
+/// its wake-ups on one thread.
+#[derive(Debug)]
+pub struct ConnPool {
+    idle: Box<[IdleList]>,
+}
+
+impl Default for ConnPool {
+    fn default() -> Self {
+        let n = SHARDS.load(Ordering::Relaxed);
+        ConnPool {
+            idle: (0..n).map(|_| Mutex::new(Vec::new())).collect(),
+        }
+    }
+}
+
+/// Why no connection could be had.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("connect to {0} timed out")]
+    Timeout(SocketAddr),
+    #[error("connect to {addr}: {source}")]
+    Io {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Why an exchange with a backend failed before its response head was complete.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("the connection failed before any of the request was written: {0}")]
+    NotSent(#[source] io::Error),
+    #[error("the backend closed the connection")]
+    Closed { answered: bool },
+    #[error("{error}")]
+    Io {
+        #[source]
+        error: io::Error,
+        answered: bool,
+    },
+    #[error("malformed response: {0}")]
+    Malformed(&'static str),
+    #[error(transparent)]
+    Body(RequestBodyError),
+}
+
+impl UpstreamError {
+    /// Whether a byte of a response had arrived when the exchange failed.
+    pub fn answered(&self) -> bool {
+        match self {
+            UpstreamError::Closed { answered } | UpstreamError::Io { answered, .. } => *answered,
+            UpstreamError::Malformed(_) => true,
+            UpstreamError::NotSent(_) | UpstreamError::Body(_) => false,
+        }
+    }
+}
+
+impl ConnPool {
+    /// An idle connection that is still open, or a new one. The flag says whether it
+    /// was reused.
+    pub async fn checkout(
+        &self,
+        addr: SocketAddr,
+        connect_timeout: Duration,
+    ) -> Result<(Conn, bool), ConnectError> {
+        let mut now = None;
+        while let Some((conn, expires)) = self.pop() {
+            if *now.get_or_insert_with(Instant::now) < expires && conn.looks_open() {
+                return Ok((conn, true));
+            }
+        }
+        // Boxed: connecting is the rare path, and its futures would otherwise make every
+        // request's state machine (moved several times per request) much larger.
+        let conn = Box::pin(connect(addr, connect_timeout)).await?;
+        Ok((conn, false))
+    }
+
+    /// Returns a connection whose last response is complete, reusable for `keep_for`.
+    pub fn checkin(&self, mut conn: Conn, keep_for: Duration) {
+        if keep_for.is_zero() {
+            return;
+        }
+        // Buffers grown by a big exchange are not kept for the connection's idle life.
+        if conn.wbuf.capacity() > FIRST_READ {
+            conn.wbuf = BytesMut::new();
+        }
+        if conn.rbuf.capacity() > FIRST_READ {
+            conn.rbuf = BytesMut::new();
+        }
+        if let Ok(mut idle) = self.shard().lock() {
+            if idle.len() < MAX_IDLE_CONNS {
+                idle.push((conn, Instant::now() + keep_for));
+            }
+        }
+    }
+
+    fn pop(&self) -> Option<(Conn, Instant)> {
+        self.shard().lock().ok()?.pop()
+    }
+
+    fn shard(&self) -> &IdleList {
+        let i = SHARD.with(Cell::get) % self.idle.len();
+        &self.idle[i]
+    }
+}
+
+/// A new keep-alive connection.
+async fn connect(addr: SocketAddr, connect_timeout: Duration) -> Result<Conn, ConnectError> {
+    let stream = match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
+        Err(_) => return Err(ConnectError::Timeout(addr)),
+        Ok(Err(source)) => return Err(ConnectError::Io { addr, source }),
+        Ok(Ok(s)) => s,
+    };
+    let _ = stream.set_nodelay(true);
+    Ok(Conn::new(stream))
+}

@@ -1,0 +1,361 @@
+//! Reading a backend's answer: the response head (RFC 9112 section 4) and how its
+//! body is delimited (section 6.3), then the body itself, de-chunked.
+//!
+//! Header values are not copied: the head's bytes are frozen once and every value is a
+//! slice of them.
+
+use std::mem::MaybeUninit;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderName, HeaderValue};
+use http::{HeaderMap, StatusCode};
+
+use super::UpstreamError;
+
+/// Most header fields a backend's response may carry (hyper's bound).
+const MAX_HEADERS: usize = 100;
+/// Largest response head accepted from a backend (the same bound the client side has
+/// for what it reads ahead); offsets into it fit in 16 bits.
+const MAX_HEAD_BYTES: usize = u16::MAX as usize;
+/// Largest chunk-size line (with extensions) or trailer section accepted.
+const MAX_CHUNK_LINE: usize = 4 * 1024;
+const MAX_TRAILERS: usize = 16 * 1024;
+
+/// A backend's response head, as the client will get it (hop-by-hop fields are still
+/// there; the caller strips them).
+#[derive(Debug)]
+pub struct Head {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub framing: Framing,
+    /// Whether the backend lets the connection carry another request.
+    pub keep_alive: bool,
+}
+
+/// How the body after a head ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body at all (HEAD, 1xx, 204, 304, or `Content-Length: 0`).
+    Empty,
+    /// This many bytes are left.
+    Length(u64),
+    Chunked(Chunk),
+    /// Everything until the backend closes the connection.
+    UntilClose,
+}
+
+/// Where a chunked body's decoder is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chunk {
+    Size,
+    Data(u64),
+    DataEnd,
+    Trailers { seen: usize },
+}
+
+/// Parses one response head from the front of `buf`, consuming it; `Ok(None)` when the
+/// head is not complete yet. `to_head` says the request was a HEAD (no body follows
+/// whatever the head declares).
+pub fn parse_head(buf: &mut BytesMut, to_head: bool) -> Result<Option<Head>, UpstreamError> {
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut []);
+    let status = httparse::ParserConfig::default()
+        .allow_obsolete_multiline_headers_in_responses(false)
+        .parse_response_with_uninit_headers(&mut parsed, buf, &mut slots);
+    let len = match status {
+        Ok(httparse::Status::Complete(len)) if len <= MAX_HEAD_BYTES => len,
+        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD_BYTES => return Ok(None),
+        Ok(_) => return Err(UpstreamError::Malformed("response head too large")),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(UpstreamError::Malformed("too many response header fields"))
+        }
+        Err(_) => return Err(UpstreamError::Malformed("invalid response head")),
+    };
+    let code = parsed.code.unwrap_or(0);
+    let status = StatusCode::from_u16(code)
+        .map_err(|_| UpstreamError::Malformed("invalid response status"))?;
+    let http11 = parsed.version == Some(1);
+    // Header values become slices of the frozen head: offsets first, while `buf` is
+    // borrowed by the parse. (Small, because the array is zeroed on every response.)
+    let base = buf.as_ptr() as usize;
+    let offset = |p: *const u8| (p as usize - base) as u16;
+    let mut spans = [(0u16, 0u16, 0u16, 0u16); MAX_HEADERS];
+    let n = parsed.headers.len();
+    for (span, h) in spans.iter_mut().zip(parsed.headers.iter()) {
+        *span = (
+            offset(h.name.as_ptr()),
+            h.name.len() as u16,
+            offset(h.value.as_ptr()),
+            h.value.len() as u16,
+        );
+    }
+    let bytes = buf.split_to(len).freeze();
+
+    let mut headers = HeaderMap::with_capacity(n);
+    let mut length: Option<u64> = None;
+    let mut chunked = None;
+    let mut keep_alive = http11;
+    for &(ns, nl, vs, vl) in &spans[..n] {
+        let (ns, nl, vs, vl) = (ns as usize, nl as usize, vs as usize, vl as usize);
+        let name = HeaderName::from_bytes(&bytes[ns..ns + nl])
+            .map_err(|_| UpstreamError::Malformed("invalid response header name"))?;
+        let value = HeaderValue::from_maybe_shared(bytes.slice(vs..vs + vl))
+            .map_err(|_| UpstreamError::Malformed("invalid response header value"))?;
+        if name == header::CONTENT_LENGTH {
+            let v = parse_length(value.as_bytes())
+                .ok_or(UpstreamError::Malformed("invalid Content-Length"))?;
+            if length.is_some_and(|l| l != v) {
+                return Err(UpstreamError::Malformed("conflicting Content-Length"));
+            }
+            length = Some(v);
+        } else if name == header::TRANSFER_ENCODING {
+            // Only the last coding matters: chunked if it is chunked, else the body
+            // runs until the connection closes (RFC 9112 6.3, rule 4).
+            let last = value
+                .as_bytes()
+                .rsplit(|&b| b == b',')
+                .next()
+                .unwrap_or(b"");
+            chunked = Some(trim(last).eq_ignore_ascii_case(b"chunked"));
+        } else if name == header::CONNECTION {
+            for token in value.as_bytes().split(|&b| b == b',') {
+                if trim(token).eq_ignore_ascii_case(b"close") {
+                    keep_alive = false;
+                }
+            }
+        }
+        headers.append(name, value);
+    }
+
+    let bodiless = to_head
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let framing = match (chunked, length) {
+        _ if bodiless => Framing::Empty,
+        (Some(true), _) => Framing::Chunked(Chunk::Size),
+        (Some(false), _) => Framing::UntilClose,
+        (None, Some(0)) => Framing::Empty,
+        (None, Some(n)) => Framing::Length(n),
+        (None, None) => Framing::UntilClose,
+    };
+    if chunked.is_some() && !bodiless {
+        // The body is re-framed for the client; a Content-Length beside
+        // Transfer-Encoding is wrong and must not travel on (RFC 9112 6.3, rule 3).
+        headers.remove(header::CONTENT_LENGTH);
+    }
+    if framing == Framing::UntilClose {
+        keep_alive = false;
+    }
+    Ok(Some(Head {
+        status,
+        headers,
+        framing,
+        keep_alive,
+    }))
+}
+
+/// What the body decoder made of the bytes it has.
+#[derive(Debug)]
+pub enum Decoded {
+    Data(Bytes),
+    /// The body is complete.
+    End,
+    /// More bytes are needed.
+    More,
+}
+
+/// Takes the next piece of body from `buf`.
+pub fn decode(framing: &mut Framing, buf: &mut BytesMut) -> Result<Decoded, UpstreamError> {
+    match framing {
+        Framing::Empty => Ok(Decoded::End),
+        Framing::Length(left) => {
+            if buf.is_empty() {
+                return Ok(Decoded::More);
+            }
+            let n = (*left).min(buf.len() as u64) as usize;
+            *left -= n as u64;
+            if *left == 0 {
+                *framing = Framing::Empty;
+            }
+            Ok(Decoded::Data(buf.split_to(n).freeze()))
+        }
+        Framing::UntilClose if buf.is_empty() => Ok(Decoded::More),
+        Framing::UntilClose => Ok(Decoded::Data(buf.split().freeze())),
+        Framing::Chunked(state) => {
+            let decoded = decode_chunked(state, buf)?;
+            if matches!(decoded, Decoded::End) {
+                *framing = Framing::Empty;
+            }
+            Ok(decoded)
+        }
+    }
+}
+
+fn decode_chunked(state: &mut Chunk, buf: &mut BytesMut) -> Result<Decoded, UpstreamError> {
+    loop {
+        match *state {
+            Chunk::Size => match httparse::parse_chunk_size(buf) {
+                Ok(httparse::Status::Complete((used, size))) => {
+                    buf.advance(used);
+                    *state = if size == 0 {
+                        Chunk::Trailers { seen: 0 }
+                    } else {
+                        Chunk::Data(size)
+                    };
+                }
+                Ok(httparse::Status::Partial) if buf.len() > MAX_CHUNK_LINE => {
+                    return Err(UpstreamError::Malformed("chunk size line too long"))
+                }
+                Ok(httparse::Status::Partial) => return Ok(Decoded::More),
+                Err(_) => return Err(UpstreamError::Malformed("invalid chunk size")),
+            },
+            Chunk::Data(left) => {
+                if buf.is_empty() {
+                    return Ok(Decoded::More);
+                }
+                let n = left.min(buf.len() as u64) as usize;
+                *state = if left == n as u64 {
+                    Chunk::DataEnd
+                } else {
+                    Chunk::Data(left - n as u64)
+                };
+                return Ok(Decoded::Data(buf.split_to(n).freeze()));
+            }
+            Chunk::DataEnd => {
+                if buf.len() < 2 {
+                    return Ok(Decoded::More);
+                }
+                if &buf[..2] != b"\r\n" {
+                    return Err(UpstreamError::Malformed("chunk not followed by CRLF"));
+                }
+                buf.advance(2);
+                *state = Chunk::Size;
+            }
+            // Trailer fields are dropped: the client's response is re-framed and
+            // hyper sends none for it.
+            Chunk::Trailers { seen } => {
+                let Some(eol) = buf.iter().position(|&b| b == b'\n') else {
+                    if seen + buf.len() > MAX_TRAILERS {
+                        return Err(UpstreamError::Malformed("trailers too large"));
+                    }
+                    return Ok(Decoded::More);
+                };
+                let line = trim(&buf[..eol]).is_empty();
+                buf.advance(eol + 1);
+                if line {
+                    return Ok(Decoded::End);
+                }
+                *state = Chunk::Trailers {
+                    seen: seen + eol + 1,
+                };
+            }
+        }
+    }
+}
+
+fn parse_length(v: &[u8]) -> Option<u64> {
+    let v = trim(v);
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(v).ok()?.parse().ok()
+}
+
+fn trim(v: &[u8]) -> &[u8] {
+    v.trim_ascii()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(raw: &str, to_head: bool) -> Result<Option<Head>, UpstreamError> {
+        parse_head(&mut BytesMut::from(raw), to_head)
+    }
+
+    fn body(raw: &[u8], mut framing: Framing) -> Result<Vec<u8>, UpstreamError> {
+        let mut buf = BytesMut::from(raw);
+        let mut out = Vec::new();
+        loop {
+            match decode(&mut framing, &mut buf)? {
+                Decoded::Data(d) => out.extend_from_slice(&d),
+                Decoded::End => return Ok(out),
+                Decoded::More => return Err(UpstreamError::Malformed("incomplete")),
+            }
+        }
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112_section_6_3() {
+        let f = |raw: &str, to_head| head(raw, to_head).ok().flatten().map(|h| h.framing);
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", false),
+            Some(Framing::Length(5))
+        );
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", true),
+            Some(Framing::Empty)
+        );
+        assert_eq!(f("HTTP/1.1 204 No\r\n\r\n", false), Some(Framing::Empty));
+        assert_eq!(
+            f(
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\ncontent-length: 3\r\n\r\n",
+                false
+            ),
+            Some(Framing::Chunked(Chunk::Size))
+        );
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n", false),
+            Some(Framing::UntilClose)
+        );
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\n\r\n", false),
+            Some(Framing::UntilClose)
+        );
+        assert!(head(
+            "HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\n",
+            false
+        )
+        .is_err());
+        assert!(head("HTTP/1.1 200 OK\r\ncontent-length: -5\r\n\r\n", false).is_err());
+        assert!(head("HTTP/1.1 200 OK\r\ncontent-le", false).is_ok_and(|h| h.is_none()));
+        assert!(head("HTTX/1.1 200 OK\r\n\r\n", false).is_err());
+    }
+
+    #[test]
+    fn keep_alive_needs_http11_without_close() {
+        let k = |raw: &str| head(raw, false).ok().flatten().map(|h| h.keep_alive);
+        assert_eq!(
+            k("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"),
+            Some(true)
+        );
+        assert_eq!(
+            k("HTTP/1.1 200 OK\r\nconnection: keep-alive, close\r\ncontent-length: 0\r\n\r\n"),
+            Some(false)
+        );
+        assert_eq!(
+            k("HTTP/1.0 200 OK\r\ncontent-length: 0\r\n\r\n"),
+            Some(false)
+        );
+    }
+
+    #[test]
+    fn chunked_bodies_decode_and_reject_bad_framing() {
+        let chunked = Framing::Chunked(Chunk::Size);
+        assert_eq!(
+            body(
+                b"4;ext=1\r\nWiki\r\n5\r\npedia\r\n0\r\nx-t: 1\r\n\r\n",
+                chunked
+            )
+            .ok(),
+            Some(b"Wikipedia".to_vec())
+        );
+        assert!(body(b"4\r\nWikiXX0\r\n\r\n", chunked).is_err());
+        assert!(body(b"zz\r\n", chunked).is_err());
+        assert_eq!(
+            body(b"abcdef", Framing::Length(3)).ok(),
+            Some(b"abc".to_vec())
+        );
+    }
+}
