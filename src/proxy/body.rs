@@ -28,6 +28,14 @@ pub enum RequestBodyError {
     Stalled,
 }
 
+/// A client's request body as the server hands it over.
+#[derive(Debug)]
+pub enum ClientBody {
+    /// Known to be empty (cutover's own HTTP/1 server only takes such requests).
+    Empty,
+    Hyper(Incoming),
+}
+
 /// The client's request body as sent upstream.
 #[derive(Debug)]
 pub enum UpstreamRequestBody {
@@ -44,17 +52,17 @@ pub enum UpstreamRequestBody {
 }
 
 impl UpstreamRequestBody {
-    pub fn new(inner: Incoming, limit: Option<u64>, gap_limit: Duration) -> Self {
-        if inner.is_end_stream() {
-            UpstreamRequestBody::Empty
-        } else {
-            UpstreamRequestBody::Stream {
-                inner,
-                limit,
-                seen: 0,
-                gap: Box::pin(tokio::time::sleep(gap_limit)),
-                gap_limit,
-            }
+    pub fn new(body: ClientBody, limit: Option<u64>, gap_limit: Duration) -> Self {
+        let inner = match body {
+            ClientBody::Hyper(inner) if !inner.is_end_stream() => inner,
+            _ => return UpstreamRequestBody::Empty,
+        };
+        UpstreamRequestBody::Stream {
+            inner,
+            limit,
+            seen: 0,
+            gap: Box::pin(tokio::time::sleep(gap_limit)),
+            gap_limit,
         }
     }
 

@@ -10,6 +10,7 @@
 
 mod body;
 mod error;
+pub mod fields;
 mod forward;
 pub mod headers;
 mod upgrade;
@@ -21,9 +22,8 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use http::{HeaderValue, Method, Request, Response, Version};
-use hyper::body::Incoming;
 
-pub use body::{ProxyBody, UpstreamRequestBody};
+pub use body::{ClientBody, ProxyBody, UpstreamRequestBody};
 pub use error::ProxyError;
 pub use upstream::ConnPool;
 
@@ -52,7 +52,7 @@ impl Proxy {
     }
 
     /// Answers one client request; never fails: errors become proxy-made responses.
-    pub async fn handle(&self, req: Request<Incoming>, client: &Client) -> Response<ProxyBody> {
+    pub async fn handle(&self, req: Request<ClientBody>, client: &Client) -> Response<ProxyBody> {
         // One snapshot for the whole request, however long it runs.
         let snapshot = self.live.load_full();
         let mut outcome = Outcome::new(Instant::now());
@@ -96,7 +96,7 @@ impl Proxy {
 
 async fn route_and_forward(
     snapshot: &Snapshot,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
     client: &Client,
     outcome: &mut Outcome,
 ) -> Result<Response<ProxyBody>, ProxyError> {
@@ -174,7 +174,7 @@ async fn route_and_forward(
 }
 
 /// Refuses what must never be forwarded, before any routing work.
-fn check_request(req: &Request<Incoming>, max_body: Option<u64>) -> Result<(), ProxyError> {
+fn check_request(req: &Request<ClientBody>, max_body: Option<u64>) -> Result<(), ProxyError> {
     if req.method() == Method::CONNECT {
         return Err(ProxyError::BadRequest(
             "CONNECT is not supported: cutover is not a forward proxy",
@@ -194,7 +194,7 @@ fn check_request(req: &Request<Incoming>, max_body: Option<u64>) -> Result<(), P
     Ok(())
 }
 
-fn declared_length(req: &Request<Incoming>) -> Option<u64> {
+fn declared_length(req: &Request<ClientBody>) -> Option<u64> {
     req.headers()
         .get(http::header::CONTENT_LENGTH)?
         .to_str()
@@ -206,7 +206,7 @@ fn declared_length(req: &Request<Incoming>) -> Option<u64> {
 
 /// The host the client asked for: the authority of an absolute-form (or HTTP/2)
 /// request, else the Host header. Kept as sent, port included.
-fn request_host(req: &Request<Incoming>) -> Option<HeaderValue> {
+fn request_host(req: &Request<ClientBody>) -> Option<HeaderValue> {
     if let Some(a) = req.uri().authority() {
         return HeaderValue::from_str(a.as_str()).ok();
     }
@@ -216,7 +216,7 @@ fn request_host(req: &Request<Incoming>) -> Option<HeaderValue> {
 /// The value a route reads from the request for `sticky` or `override`.
 fn key_value<'r>(
     source: &KeySource,
-    req: &'r Request<Incoming>,
+    req: &'r Request<ClientBody>,
     client: &'r Client,
 ) -> Option<&'r str> {
     let v = match source {

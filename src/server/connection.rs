@@ -1,12 +1,14 @@
 //! One client connection, from accept to close.
 //!
-//! An HTTP/1 connection alternates between two states. *Serving*: hyper drives it
-//! through the framing guard. *Parked*: after a short idle spell the guard asks for a
-//! park, hyper's part ends (its read and write buffers, about 16 KiB, are freed) and
-//! only the socket is kept until the client sends again or `idle_timeout` passes. So
-//! thousands of idle keep-alive clients cost little more than their sockets, while a
-//! busy client never pays for a park. HTTP/2 connections (prior knowledge) are served
-//! by hyper throughout.
+//! An HTTP/1 connection moves between three states. *Plain*: cutover's own server
+//! ([`plain`]) answers requests without a body, the bulk of traffic, at a fraction of
+//! hyper's cost. *Serving*: the first request that is not plain (a body, an upgrade, a
+//! head to refuse) is handed, with the bytes read so far, to hyper behind the framing
+//! guard, which keeps the connection until it idles. *Parked*: after a short idle
+//! spell either server lets go (hyper's read and write buffers, about 16 KiB, are
+//! freed) and only the socket is kept until the client sends again or `idle_timeout`
+//! passes. So thousands of idle keep-alive clients cost little more than their
+//! sockets. HTTP/2 connections (prior knowledge) are served by hyper throughout.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -22,8 +24,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::guard::{ConnShared, GuardLimits, Guarded};
-use super::{framing, inflight, Shared};
-use crate::proxy::{Client, Proxy};
+use super::{framing, inflight, plain, Shared};
+use crate::proxy::{Client, ClientBody, Proxy};
 
 /// hyper's per-connection buffer limit; its default (~400 KiB) multiplies badly with
 /// many concurrent large responses.
@@ -57,6 +59,7 @@ async fn serve(
         tls: false,
         ip: client_ip_header(peer),
     };
+    let proxy = Proxy::new(shared.live.clone());
     let mut idle_since = None;
     let mut carried = BytesMut::new();
     loop {
@@ -74,6 +77,24 @@ async fn serve(
         if carried.is_empty() && is_h2(&stream, limits.header_timeout).await {
             Box::pin(serve_h2(stream, shared, client, limits, stop)).await;
             return;
+        }
+        // Boxed for the same reason as hyper's part below.
+        let plain = plain::serve(
+            &mut stream,
+            &mut carried,
+            &client,
+            &proxy,
+            shared,
+            limits,
+            &mut stop,
+        );
+        match Box::pin(plain).await {
+            plain::Next::Close => return,
+            plain::Next::Parked(since) => {
+                idle_since = Some(since);
+                continue;
+            }
+            plain::Next::Hyper => {}
         }
         // Boxed: hyper's connection state is kilobytes, and an unboxed future would
         // keep that much allocated in this task while it is parked.
@@ -256,7 +277,7 @@ fn service(
         // Boxed once here: hyper moves the service future into place, and the unboxed
         // request state machine is kilobytes.
         Box::pin(async move {
-            let resp = proxy.handle(req, &client).await;
+            let resp = proxy.handle(req.map(ClientBody::Hyper), &client).await;
             Ok::<_, Infallible>(resp.map(|body| inflight::CountedBody {
                 body,
                 _in_flight: in_flight,

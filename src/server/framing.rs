@@ -157,7 +157,7 @@ pub fn head_end(buf: &[u8]) -> Option<usize> {
     None
 }
 
-fn framing_of(req: &httparse::Request<'_, '_>) -> Result<Scan, FramingError> {
+pub fn framing_of(req: &httparse::Request<'_, '_>) -> Result<Scan, FramingError> {
     let mut content_length: Option<u64> = None;
     let mut transfer_encoding = false;
     let mut chunked_last = false;

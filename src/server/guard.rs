@@ -123,10 +123,14 @@ impl<IO> Guarded<IO> {
         (self.io, self.pending)
     }
 
-    /// Continues a parked connection: `pending` is what `into_parts` returned.
+    /// Continues a connection whose first bytes were read elsewhere: what
+    /// `into_parts` returned, or a whole request cutover's own server did not take.
     pub fn resume(io: IO, pending: BytesMut, limits: GuardLimits, shared: Arc<ConnShared>) -> Self {
         let mut g = Guarded::new(io, limits, shared);
         g.pending = pending;
+        if let Err(e) = g.check_pending() {
+            g.fail(e);
+        }
         g
     }
 

@@ -5,6 +5,7 @@ mod connection;
 pub mod framing;
 pub mod guard;
 mod inflight;
+mod plain;
 mod workers;
 
 use std::net::SocketAddr;

@@ -22,6 +22,7 @@ use tokio::net::TcpStream;
 use super::response::{self, Decoded, Framing, Head};
 use super::{Conn, UpstreamError};
 use crate::proxy::body::{RequestBodyError, UpstreamRequestBody};
+use crate::proxy::fields;
 
 /// Body bytes gathered before writing: big enough for few syscalls, small enough that a
 /// fast client cannot make the proxy buffer much.
@@ -239,7 +240,7 @@ impl Exchange {
                         *taken = true;
                         // Trailers are not forwarded.
                         if let Ok(data) = frame.into_data() {
-                            put_data(out, &data, *chunked);
+                            fields::put_body(out, &data, *chunked);
                         }
                     }
                     Poll::Ready(Some(Err(e))) => {
@@ -306,42 +307,9 @@ fn encode_head(head: &Parts, chunked: bool, out: &mut BytesMut) {
     out.extend_from_slice(b"\r\n");
 }
 
-fn put_data(out: &mut BytesMut, data: &[u8], chunked: bool) {
-    if data.is_empty() {
-        return;
-    }
-    if !chunked {
-        out.extend_from_slice(data);
-        return;
-    }
-    let mut digits = [0u8; 16];
-    let mut i = digits.len();
-    let mut n = data.len();
-    loop {
-        i -= 1;
-        digits[i] = b"0123456789abcdef"[n & 15];
-        n >>= 4;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(data);
-    out.extend_from_slice(b"\r\n");
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn chunks_carry_their_size_in_hex() {
-        let mut out = BytesMut::new();
-        put_data(&mut out, &[b'x'; 26], true);
-        assert_eq!(&out[..4], b"1a\r\n");
-        assert!(out.ends_with(b"x\r\n"));
-    }
 
     #[test]
     fn head_is_origin_form_http11() {

@@ -7,16 +7,16 @@
 use std::mem::MaybeUninit;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{self, HeaderName, HeaderValue};
+use http::header;
 use http::{HeaderMap, StatusCode};
 
 use super::UpstreamError;
+use crate::proxy::fields;
 
 /// Most header fields a backend's response may carry (hyper's bound).
 const MAX_HEADERS: usize = 100;
-/// Largest response head accepted from a backend (the same bound the client side has
-/// for what it reads ahead); offsets into it fit in 16 bits.
-const MAX_HEAD_BYTES: usize = u16::MAX as usize;
+/// Largest response head accepted from a backend.
+const MAX_HEAD_BYTES: usize = fields::MAX_HEAD;
 /// Largest chunk-size line (with extensions) or trailer section accepted.
 const MAX_CHUNK_LINE: usize = 4 * 1024;
 const MAX_TRAILERS: usize = 16 * 1024;
@@ -75,37 +75,19 @@ pub fn parse_head(buf: &mut BytesMut, to_head: bool) -> Result<Option<Head>, Ups
     let status = StatusCode::from_u16(code)
         .map_err(|_| UpstreamError::Malformed("invalid response status"))?;
     let http11 = parsed.version == Some(1);
-    // Header values become slices of the frozen head: offsets first, while `buf` is
-    // borrowed by the parse. (Small, because the array is zeroed on every response.)
-    let base = buf.as_ptr() as usize;
-    let offset = |p: *const u8| (p as usize - base) as u16;
-    let mut spans = [(0u16, 0u16, 0u16, 0u16); MAX_HEADERS];
-    let n = parsed.headers.len();
-    for (span, h) in spans.iter_mut().zip(parsed.headers.iter()) {
-        *span = (
-            offset(h.name.as_ptr()),
-            h.name.len() as u16,
-            offset(h.value.as_ptr()),
-            h.value.len() as u16,
-        );
-    }
+    let mut spans = [[0u16; 4]; MAX_HEADERS];
+    let n = fields::spans(buf, parsed.headers, &mut spans);
     let bytes = buf.split_to(len).freeze();
 
-    let mut headers = HeaderMap::with_capacity(n);
     let mut length: Option<u64> = None;
     let mut chunked = None;
     let mut keep_alive = http11;
-    for &(ns, nl, vs, vl) in &spans[..n] {
-        let (ns, nl, vs, vl) = (ns as usize, nl as usize, vs as usize, vl as usize);
-        let name = HeaderName::from_bytes(&bytes[ns..ns + nl])
-            .map_err(|_| UpstreamError::Malformed("invalid response header name"))?;
-        let value = HeaderValue::from_maybe_shared(bytes.slice(vs..vs + vl))
-            .map_err(|_| UpstreamError::Malformed("invalid response header value"))?;
+    // Room for the request id the client gets.
+    let mut headers = fields::to_map(&bytes, &spans[..n], 1, |name, value| {
         if name == header::CONTENT_LENGTH {
-            let v = parse_length(value.as_bytes())
-                .ok_or(UpstreamError::Malformed("invalid Content-Length"))?;
+            let v = parse_length(value.as_bytes()).ok_or("invalid Content-Length")?;
             if length.is_some_and(|l| l != v) {
-                return Err(UpstreamError::Malformed("conflicting Content-Length"));
+                return Err("conflicting Content-Length");
             }
             length = Some(v);
         } else if name == header::TRANSFER_ENCODING {
@@ -117,15 +99,12 @@ pub fn parse_head(buf: &mut BytesMut, to_head: bool) -> Result<Option<Head>, Ups
                 .next()
                 .unwrap_or(b"");
             chunked = Some(trim(last).eq_ignore_ascii_case(b"chunked"));
-        } else if name == header::CONNECTION {
-            for token in value.as_bytes().split(|&b| b == b',') {
-                if trim(token).eq_ignore_ascii_case(b"close") {
-                    keep_alive = false;
-                }
-            }
+        } else if name == header::CONNECTION && fields::lists(value, b"close") {
+            keep_alive = false;
         }
-        headers.append(name, value);
-    }
+        Ok(())
+    })
+    .map_err(UpstreamError::Malformed)?;
 
     let bodiless = to_head
         || status.is_informational()

@@ -1,0 +1,124 @@
+//! Header fields as httparse found them, made into a `HeaderMap` without copying a
+//! value: the head's bytes are frozen once and every value is a slice of them. Used
+//! for client requests (cutover's own HTTP/1 server) and backend responses alike.
+
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+
+/// Where one field's name and value lie in its head: offset and length of each. Heads
+/// longer than 64 KiB never get here, and 16 bits keep the array of spans (zeroed for
+/// every head) small.
+pub type Span = [u16; 4];
+
+/// The longest head whose fields [`spans`] can record.
+pub const MAX_HEAD: usize = u16::MAX as usize;
+
+/// Records where `fields`, parsed from `head`, lie in it; returns how many it recorded.
+/// `head` must be at most [`MAX_HEAD`] bytes.
+pub fn spans(head: &[u8], fields: &[httparse::Header<'_>], out: &mut [Span]) -> usize {
+    let base = head.as_ptr() as usize;
+    let at = |p: *const u8| (p as usize - base) as u16;
+    for (span, f) in out.iter_mut().zip(fields) {
+        *span = [
+            at(f.name.as_ptr()),
+            f.name.len() as u16,
+            at(f.value.as_ptr()),
+            f.value.len() as u16,
+        ];
+    }
+    fields.len().min(out.len())
+}
+
+/// The fields at `spans` of the frozen `head`, in order, each shown to `visit` as it is
+/// added (which may refuse it). The map has room for `more` fields beyond these, so
+/// that the proxy's own additions do not make it grow (and rehash).
+pub fn to_map(
+    head: &Bytes,
+    spans: &[Span],
+    more: usize,
+    mut visit: impl FnMut(&HeaderName, &HeaderValue) -> Result<(), &'static str>,
+) -> Result<HeaderMap, &'static str> {
+    let mut map = HeaderMap::with_capacity(spans.len() + more);
+    for &[ns, nl, vs, vl] in spans {
+        let (ns, nl, vs, vl) = (
+            usize::from(ns),
+            usize::from(nl),
+            usize::from(vs),
+            usize::from(vl),
+        );
+        let name = HeaderName::from_bytes(&head[ns..ns + nl]).map_err(|_| "invalid header name")?;
+        let value = HeaderValue::from_maybe_shared(head.slice(vs..vs + vl))
+            .map_err(|_| "invalid header value")?;
+        visit(&name, &value)?;
+        map.append(name, value);
+    }
+    Ok(map)
+}
+
+/// Whether a comma-separated field value lists `token` (case-insensitive).
+pub fn lists(value: &HeaderValue, token: &[u8]) -> bool {
+    value
+        .as_bytes()
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+}
+
+/// Appends `data` to `out` as it goes on the wire: as is, or as one chunk.
+pub fn put_body(out: &mut bytes::BytesMut, data: &[u8], chunked: bool) {
+    if data.is_empty() {
+        return;
+    }
+    if chunked {
+        put_chunk_size(out, data.len());
+    }
+    out.extend_from_slice(data);
+    if chunked {
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// The size line that starts a chunk of `n` bytes.
+pub fn put_chunk_size(out: &mut bytes::BytesMut, n: usize) {
+    let mut digits = [0u8; 16];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b"0123456789abcdef"[n & 15];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+    out.extend_from_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_slices_of_the_head() {
+        let raw = b"X-A: 1\r\nx-b:  two \r\n\r\n";
+        let mut fields = [httparse::EMPTY_HEADER; 4];
+        let Ok(httparse::Status::Complete((_, parsed))) = httparse::parse_headers(raw, &mut fields)
+        else {
+            panic!("parse");
+        };
+        let mut out = [[0u16; 4]; 4];
+        let n = spans(raw, parsed, &mut out);
+        let head = Bytes::from_static(raw);
+        let map = to_map(&head, &out[..n], 0, |_, _| Ok(())).unwrap_or_default();
+        assert_eq!(map.get("x-a").map(HeaderValue::as_bytes), Some(&b"1"[..]));
+        assert_eq!(map.get("x-b").map(HeaderValue::as_bytes), Some(&b"two"[..]));
+    }
+
+    #[test]
+    fn chunks_carry_their_size_in_hex() {
+        let mut out = bytes::BytesMut::new();
+        put_body(&mut out, &[b'x'; 26], true);
+        assert_eq!(&out[..4], b"1a\r\n");
+        assert!(out.ends_with(b"x\r\n"));
+    }
+}

@@ -1,0 +1,410 @@
+//! cutover's own HTTP/1 server, for the requests most traffic is made of: a complete,
+//! well-framed head with no body and no protocol switch.
+//!
+//! hyper serves every kind of HTTP/1 message, and pays for it on each one: its
+//! dispatcher, its buffers and its encoder, and the framing guard's parse of each head
+//! before hyper's own. Here a plain request is parsed once (the same framing rules the
+//! guard applies), handed to the same [`Proxy::handle`] as hyper's requests, and its
+//! answer written straight to the socket, head and small body in one write.
+//!
+//! Anything else (a body, an upgrade, a head the guard would refuse, HTTP/2) is handed
+//! to hyper behind the guard, with every byte read so far.
+
+use std::future::poll_fn;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use http::{header, Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body;
+use http_body_util::BodyExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::framing::{self, Scan};
+use super::guard::{self, ConnShared, GuardLimits};
+use super::{inflight, Shared};
+use crate::proxy::{fields, Client, ClientBody, Proxy, ProxyBody, ProxyError};
+
+/// What the connection does after this server let go of it.
+#[derive(Debug)]
+pub enum Next {
+    Close,
+    /// Idle since then; park it.
+    Parked(Instant),
+    /// A request this server does not take is at the front of the buffer.
+    Hyper,
+}
+
+/// Room made in the read buffer before a read: a typical head fits in one.
+const READ_ROOM: usize = 4096;
+/// Response bytes gathered before a write; a body piece larger than the write-through
+/// size is written from where it lies rather than copied.
+const WRITE_HIGH_WATER: usize = 64 * 1024;
+const WRITE_THROUGH: usize = 8 * 1024;
+
+/// Serves plain requests from `buf` and the socket until one is not plain, the
+/// connection idles long enough to park, or it ends.
+pub async fn serve(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    client: &Client,
+    proxy: &Proxy,
+    shared: &Arc<Shared>,
+    limits: GuardLimits,
+    stop: &mut watch::Receiver<Option<Duration>>,
+) -> Next {
+    let conn = ConnShared::new();
+    let mut out = BytesMut::new();
+    let mut idle_since = Instant::now();
+    let mut head_started = Instant::now();
+    loop {
+        let (req, keep_alive) = loop {
+            match parse(buf, limits.max_head) {
+                Parsed::Plain(req, keep_alive) => break (req, keep_alive),
+                Parsed::Other => return Next::Hyper,
+                Parsed::Bad(why) => {
+                    let _ = stream
+                        .write_all(&ProxyError::BadRequest(why).raw_response())
+                        .await;
+                    return Next::Close;
+                }
+                Parsed::Partial => {}
+            }
+            if buf.capacity() - buf.len() < READ_ROOM / 4 {
+                buf.reserve(READ_ROOM);
+            }
+            let read = if buf.is_empty() {
+                if stop.borrow().is_some() {
+                    return Next::Close;
+                }
+                // Between requests: park after a short idle spell (see connection.rs).
+                let park_at = idle_since + guard::park_after(limits.idle_timeout);
+                let read = tokio::select! {
+                    r = stream.read_buf(buf) => r,
+                    () = tokio::time::sleep_until(park_at) => {
+                        *buf = BytesMut::new();
+                        return Next::Parked(idle_since);
+                    }
+                    _ = stop.changed() => return Next::Close,
+                };
+                head_started = Instant::now();
+                read
+            } else {
+                tokio::select! {
+                    r = stream.read_buf(buf) => r,
+                    () = tokio::time::sleep_until(head_started + limits.header_timeout) => {
+                        let _ = stream.write_all(&ProxyError::ClientTimeout.raw_response()).await;
+                        return Next::Close;
+                    }
+                }
+            };
+            if !matches!(read, Ok(n) if n > 0) {
+                return Next::Close;
+            }
+        };
+
+        let version = req.version();
+        let to_head = req.method() == Method::HEAD;
+        let in_flight = inflight::InFlight::start(conn.clone(), shared.clone());
+        let resp = proxy.handle(req, client).await;
+        // A drain that began meanwhile closes the connection after this answer.
+        let keep_alive = keep_alive && stop.borrow().is_none();
+        let kept = write_response(stream, &mut out, resp, to_head, version, keep_alive).await;
+        drop(in_flight);
+        if !kept {
+            return Next::Close;
+        }
+        if out.capacity() > WRITE_HIGH_WATER {
+            out = BytesMut::new();
+        }
+        idle_since = Instant::now();
+        head_started = idle_since;
+    }
+}
+
+#[derive(Debug)]
+// Matched as soon as it is returned; boxing the request would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
+enum Parsed {
+    /// A plain request, and whether the client keeps the connection open after it.
+    Plain(Request<ClientBody>, bool),
+    Partial,
+    /// Not for this server: hyper and the guard take it as it is.
+    Other,
+    /// Framed right but unusable (a target or field hyper would refuse too).
+    Bad(&'static str),
+}
+
+/// Takes a plain request off the front of `buf`; leaves `buf` as it was otherwise
+/// (but for empty lines before a request line, which RFC 9112 2.2 lets us skip).
+fn parse(buf: &mut BytesMut, max_head: usize) -> Parsed {
+    let blank = buf
+        .iter()
+        .take_while(|&&b| b == b'\r' || b == b'\n')
+        .count();
+    buf.advance(blank);
+    if buf.is_empty() {
+        return Parsed::Partial;
+    }
+    let max_head = max_head.min(fields::MAX_HEAD);
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; framing::MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match httparse::ParserConfig::default()
+        .parse_request_with_uninit_headers(&mut req, buf, &mut slots)
+    {
+        Ok(httparse::Status::Complete(len)) if len <= max_head => len,
+        Ok(httparse::Status::Partial) if buf.len() <= max_head => return Parsed::Partial,
+        _ => return Parsed::Other,
+    };
+    // The guard's rules: only a head it would pass, that ends where its body would
+    // start (none) and switches no protocol, stays here.
+    if !matches!(framing::framing_of(&req), Ok(Scan::Head)) {
+        return Parsed::Other;
+    }
+    let version = match req.version {
+        Some(1) => Version::HTTP_11,
+        Some(0) => Version::HTTP_10,
+        _ => return Parsed::Other,
+    };
+    let (Some(method), Some(path)) = (req.method, req.path) else {
+        return Parsed::Other;
+    };
+    // Origin form only; CONNECT, `*` and absolute form take hyper's path.
+    let Ok(method) = Method::from_bytes(method.as_bytes()) else {
+        return Parsed::Other;
+    };
+    if !path.starts_with('/') || method == Method::CONNECT {
+        return Parsed::Other;
+    }
+    let mut spans = [[0u16; 4]; framing::MAX_HEADERS];
+    let n = fields::spans(buf, req.headers, &mut spans);
+    let path_at = path.as_ptr() as usize - buf.as_ptr() as usize;
+    let path_len = path.len();
+
+    let head = buf.split_to(len).freeze();
+    let Ok(uri) = Uri::from_maybe_shared(head.slice(path_at..path_at + path_len)) else {
+        return Parsed::Bad("invalid request target");
+    };
+    let mut close = false;
+    let mut keep_alive = false;
+    // Room for what the proxy adds: X-Forwarded-*, X-Request-Id.
+    let headers = fields::to_map(&head, &spans[..n], 4, |name, value| {
+        if name == header::CONNECTION {
+            close |= fields::lists(value, b"close");
+            keep_alive |= fields::lists(value, b"keep-alive");
+        }
+        Ok(())
+    });
+    let Ok(headers) = headers else {
+        return Parsed::Bad("invalid header field");
+    };
+    let mut request = Request::new(ClientBody::Empty);
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.version_mut() = version;
+    *request.headers_mut() = headers;
+    let keep = if version == Version::HTTP_11 {
+        !close
+    } else {
+        keep_alive && !close
+    };
+    Parsed::Plain(request, keep)
+}
+
+/// Writes `resp` to the client; false when the connection must close after it (asked,
+/// a body that ends with the connection, or a failure).
+async fn write_response(
+    stream: &mut TcpStream,
+    out: &mut BytesMut,
+    resp: Response<ProxyBody>,
+    to_head: bool,
+    version: Version,
+    keep_alive: bool,
+) -> bool {
+    let (parts, mut body) = resp.into_parts();
+    let status = parts.status;
+    let bodiless = to_head
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    // How the body is delimited: the backend's length, a known one, chunks, or (for an
+    // HTTP/1.0 client) the end of the connection.
+    let mut length = None;
+    let mut chunked = false;
+    let mut keep_alive = keep_alive;
+    if !bodiless && !parts.headers.contains_key(header::CONTENT_LENGTH) {
+        match body.size_hint().exact() {
+            Some(n) => length = Some(n),
+            None if version == Version::HTTP_11 => chunked = true,
+            None => keep_alive = false,
+        }
+    }
+
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.extend_from_slice(b" ");
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in &parts.headers {
+        put_field(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    if let Some(n) = length {
+        put_field(out, b"content-length", itoa(n, &mut [0u8; 20]));
+    }
+    if chunked {
+        put_field(out, b"transfer-encoding", b"chunked");
+    }
+    if !keep_alive {
+        put_field(out, b"connection", b"close");
+    } else if version == Version::HTTP_10 {
+        put_field(out, b"connection", b"keep-alive");
+    }
+    out.extend_from_slice(b"\r\n");
+    if bodiless {
+        return stream.write_all(out).await.is_ok() && keep_alive;
+    }
+
+    loop {
+        // Take whatever the body has ready now; write only when it has nothing more
+        // yet, so a small answer leaves in one write with its head.
+        let frame = match poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await {
+            Poll::Ready(frame) => frame,
+            Poll::Pending => {
+                if !out.is_empty() {
+                    if stream.write_all(out).await.is_err() {
+                        return false;
+                    }
+                    out.clear();
+                }
+                body.frame().await
+            }
+        };
+        let data = match frame {
+            None => break,
+            // The answer cannot be finished: closing is how the client learns.
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "response body failed; closing the client connection");
+                return false;
+            }
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => data,
+                Err(_) => continue,
+            },
+        };
+        if data.len() >= WRITE_THROUGH {
+            if chunked {
+                fields::put_chunk_size(out, data.len());
+            }
+            if stream.write_all(out).await.is_err() || stream.write_all(&data).await.is_err() {
+                return false;
+            }
+            out.clear();
+            if chunked {
+                out.extend_from_slice(b"\r\n");
+            }
+        } else {
+            fields::put_body(out, &data, chunked);
+        }
+        if out.len() >= WRITE_HIGH_WATER {
+            if stream.write_all(out).await.is_err() {
+                return false;
+            }
+            out.clear();
+        }
+    }
+    if chunked {
+        out.extend_from_slice(b"0\r\n\r\n");
+    }
+    stream.write_all(out).await.is_ok() && keep_alive
+}
+
+fn put_field(out: &mut BytesMut, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `n` in decimal, in `buf`.
+fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
+}
+
+/// Whether this server would take the request at the front of `bytes`, for tests.
+#[cfg(test)]
+fn takes(bytes: &[u8]) -> bool {
+    matches!(parse(&mut BytesMut::from(bytes), 8192), Parsed::Plain(..))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_requests_stay_here() {
+        assert!(takes(b"GET /a?b HTTP/1.1\r\nHost: x\r\n\r\n"));
+        assert!(takes(b"\r\nHEAD / HTTP/1.0\r\n\r\n"));
+        assert!(takes(
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+        ));
+        assert!(takes(
+            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\nConnection: upgrade\r\n\r\n"
+        ));
+        for other in [
+            &b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"[..],
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
+            b"GET http://x/ HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"CONNECT x:443 HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n",
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+        ] {
+            assert!(!takes(other), "{}", String::from_utf8_lossy(other));
+        }
+    }
+
+    #[test]
+    fn keep_alive_follows_the_version_and_connection() {
+        let keeps = |raw: &[u8]| match parse(&mut BytesMut::from(raw), 8192) {
+            Parsed::Plain(_, keep) => keep,
+            other => panic!("{other:?}"),
+        };
+        assert!(keeps(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+        assert!(!keeps(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n"));
+        assert!(!keeps(b"GET / HTTP/1.0\r\n\r\n"));
+        assert!(keeps(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"));
+    }
+
+    #[test]
+    fn a_partial_head_waits_and_consumes_nothing() {
+        let mut buf = BytesMut::from(&b"GET / HTTP/1.1\r\nHost"[..]);
+        assert!(matches!(parse(&mut buf, 8192), Parsed::Partial));
+        assert_eq!(buf.len(), 20);
+        let mut buf = BytesMut::from(&b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /next"[..]);
+        assert!(matches!(parse(&mut buf, 8192), Parsed::Plain(..)));
+        assert_eq!(&buf[..], b"GET /next");
+    }
+
+    #[test]
+    fn decimal() {
+        assert_eq!(itoa(0, &mut [0; 20]), b"0");
+        assert_eq!(itoa(1_048_576, &mut [0; 20]), b"1048576");
+        assert_eq!(itoa(u64::MAX, &mut [0; 20]), b"18446744073709551615");
+    }
+}
