@@ -126,3 +126,19 @@ async fn a_backend_cut_off_mid_body_aborts_the_answer() {
     };
     assert!(!whole, "a short body must not look complete to the client");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hop_by_hop_fields_of_an_answer_stay_behind() {
+    let (proxy, _) = behind(
+        b"HTTP/1.1 200 OK\r\nConnection: x-secret\r\nx-secret: 1\r\nKeep-Alive: timeout=9\r\n\
+          Proxy-Note: y\r\nTrailer: x-t\r\nx-kept: 2\r\ncontent-length: 2\r\n\r\nok",
+        false,
+    )
+    .await;
+    let r = get(proxy.addr, "/", &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-kept"), Some("2"));
+    for gone in ["x-secret", "keep-alive", "proxy-note", "trailer"] {
+        assert_eq!(r.header(gone), None, "{gone} reached the client");
+    }
+}

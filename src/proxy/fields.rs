@@ -29,14 +29,15 @@ pub fn spans(head: &[u8], fields: &[httparse::Header<'_>], out: &mut [Span]) -> 
     fields.len().min(out.len())
 }
 
-/// The fields at `spans` of the frozen `head`, in order, each shown to `visit` as it is
-/// added (which may refuse it). The map has room for `more` fields beyond these, so
-/// that the proxy's own additions do not make it grow (and rehash).
+/// The fields at `spans` of the frozen `head`, in order, each shown first to `visit`,
+/// which says whether to keep it (or refuses the head). The map has room for `more`
+/// fields beyond these, so that the proxy's own additions do not make it grow (and
+/// rehash).
 pub fn to_map(
     head: &Bytes,
     spans: &[Span],
     more: usize,
-    mut visit: impl FnMut(&HeaderName, &HeaderValue) -> Result<(), &'static str>,
+    mut visit: impl FnMut(&HeaderName, &HeaderValue) -> Result<bool, &'static str>,
 ) -> Result<HeaderMap, &'static str> {
     let mut map = HeaderMap::with_capacity(spans.len() + more);
     for &[ns, nl, vs, vl] in spans {
@@ -49,8 +50,9 @@ pub fn to_map(
         let name = HeaderName::from_bytes(&head[ns..ns + nl]).map_err(|_| "invalid header name")?;
         let value = HeaderValue::from_maybe_shared(head.slice(vs..vs + vl))
             .map_err(|_| "invalid header value")?;
-        visit(&name, &value)?;
-        map.append(name, value);
+        if visit(&name, &value)? {
+            map.append(name, value);
+        }
     }
     Ok(map)
 }
@@ -109,7 +111,7 @@ mod tests {
         let mut out = [[0u16; 4]; 4];
         let n = spans(raw, parsed, &mut out);
         let head = Bytes::from_static(raw);
-        let map = to_map(&head, &out[..n], 0, |_, _| Ok(())).unwrap_or_default();
+        let map = to_map(&head, &out[..n], 0, |_, _| Ok(true)).unwrap_or_default();
         assert_eq!(map.get("x-a").map(HeaderValue::as_bytes), Some(&b"1"[..]));
         assert_eq!(map.get("x-b").map(HeaderValue::as_bytes), Some(&b"two"[..]));
     }

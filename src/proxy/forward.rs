@@ -184,14 +184,17 @@ impl Answer {
         let Head {
             status,
             mut headers,
+            idle_for,
+            names_more,
             ..
         } = self.head;
-        // Read before the hop-by-hop headers go: how long the backend keeps it open.
-        let keep_for = headers::keep_alive_timeout(&headers).map_or(upstream::DEFAULT_IDLE, |t| {
+        let keep_for = idle_for.map_or(upstream::DEFAULT_IDLE, |t| {
             t.saturating_sub(Duration::from_secs(1))
                 .min(upstream::MAX_IDLE)
         });
-        headers::strip_hop_by_hop(&mut headers, false);
+        if names_more {
+            headers::strip_hop_by_hop(&mut headers, false);
+        }
         let body = UpstreamBody::new(self.exchange, self.in_flight, keep_for);
         let mut resp = Response::new(ProxyBody::Upstream(body));
         *resp.status_mut() = status;

@@ -199,7 +199,7 @@ fn parse(buf: &mut BytesMut, max_head: usize) -> Parsed {
             close |= fields::lists(value, b"close");
             keep_alive |= fields::lists(value, b"keep-alive");
         }
-        Ok(())
+        Ok(true)
     });
     let Ok(headers) = headers else {
         return Parsed::Bad("invalid header field");

@@ -5,13 +5,14 @@
 //! slice of them.
 
 use std::mem::MaybeUninit;
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header;
 use http::{HeaderMap, StatusCode};
 
 use super::UpstreamError;
-use crate::proxy::fields;
+use crate::proxy::{fields, headers};
 
 /// Most header fields a backend's response may carry (hyper's bound).
 const MAX_HEADERS: usize = 100;
@@ -30,6 +31,12 @@ pub struct Head {
     pub framing: Framing,
     /// Whether the backend lets the connection carry another request.
     pub keep_alive: bool,
+    /// How long the backend keeps an idle connection open, if it says
+    /// (`Keep-Alive: timeout=N`).
+    pub idle_for: Option<Duration>,
+    /// Hop-by-hop fields are left out of `headers`, unless `Connection` names more
+    /// fields than the standard ones: then it is kept, for the caller to strip.
+    pub names_more: bool,
 }
 
 /// How the body after a head ends.
@@ -82,6 +89,11 @@ pub fn parse_head(buf: &mut BytesMut, to_head: bool) -> Result<Option<Head>, Ups
     let mut length: Option<u64> = None;
     let mut chunked = None;
     let mut keep_alive = http11;
+    let mut idle_for = None;
+    let mut names_more = false;
+    // Hop-by-hop fields end here, but for a protocol switch, which the client must see
+    // whole; or for a Connection that names other fields, which the caller strips.
+    let switching = status == StatusCode::SWITCHING_PROTOCOLS;
     // Room for the request id the client gets.
     let mut headers = fields::to_map(&bytes, &spans[..n], 1, |name, value| {
         if name == header::CONTENT_LENGTH {
@@ -99,10 +111,15 @@ pub fn parse_head(buf: &mut BytesMut, to_head: bool) -> Result<Option<Head>, Ups
                 .next()
                 .unwrap_or(b"");
             chunked = Some(trim(last).eq_ignore_ascii_case(b"chunked"));
-        } else if name == header::CONNECTION && fields::lists(value, b"close") {
-            keep_alive = false;
+        } else if name == header::CONNECTION {
+            keep_alive &= !fields::lists(value, b"close");
+            let named = !headers::is_std_hop(value.as_bytes());
+            names_more |= named;
+            return Ok(switching || named);
+        } else if name.as_str() == "keep-alive" {
+            idle_for = headers::keep_alive_timeout(value);
         }
-        Ok(())
+        Ok(switching || !headers::is_hop_by_hop(name))
     })
     .map_err(UpstreamError::Malformed)?;
 
@@ -127,6 +144,8 @@ pub fn parse_head(buf: &mut BytesMut, to_head: bool) -> Result<Option<Head>, Ups
         keep_alive = false;
     }
     Ok(Some(Head {
+        idle_for,
+        names_more,
         status,
         headers,
         framing,
