@@ -142,3 +142,20 @@ async fn hop_by_hop_fields_of_an_answer_stay_behind() {
         assert_eq!(r.header(gone), None, "{gone} reached the client");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_switch_nobody_asked_for_is_a_bad_answer_and_its_connection_dropped() {
+    let (proxy, conns) = behind(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+        false,
+    )
+    .await;
+    for _ in 0..2 {
+        let r = get(proxy.addr, "/", &[]).await;
+        assert_eq!(r.status, 502);
+        assert_eq!(r.header("x-cutover-error"), Some("bad_upstream_response"));
+        assert!(r.header("date").is_some(), "every answer carries a Date");
+    }
+    // A switched connection speaks something else: never reused for a request.
+    assert_eq!(conns.load(Ordering::SeqCst), 2);
+}

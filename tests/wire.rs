@@ -274,31 +274,39 @@ async fn absolute_form_is_routed_by_authority_and_never_an_open_proxy() {
 async fn websocket_upgrade_is_tunnelled_both_ways() {
     let up = Upstream::start("ws").await;
     let proxy = Proxy::start(&one_pool(&[up.addr.to_string()], "")).await;
-    let mut s = TcpStream::connect(proxy.addr).await.expect("connect");
-    s.write_all(
-        b"GET /chat HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-    )
-    .await
-    .expect("write");
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut b = [0u8; 1];
-        s.read_exact(&mut b).await.expect("read head");
-        head.push(b[0]);
-    }
-    let head = String::from_utf8_lossy(&head).to_lowercase();
-    assert!(head.starts_with("http/1.1 101"), "{head}");
-    assert!(head.contains("upgrade: websocket"), "{head}");
-    assert!(up.last_seen().to_lowercase().contains("upgrade: websocket"));
-    for msg in [&b"\x81\x05hello"[..], b"second message"] {
-        s.write_all(msg).await.expect("write frame");
-        let mut back = vec![0u8; msg.len()];
-        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut back))
-            .await
-            .expect("echo in time")
-            .expect("echo");
-        assert_eq!(back, msg);
+    // The second form hides the switch behind an h2c offer: the proxy and its framing
+    // guard must both see the switch, or the guard would check tunnelled bytes (or
+    // stop checking HTTP ones).
+    for upgrade in [
+        &b"Upgrade: websocket\r\n"[..],
+        b"Upgrade: websocket\r\nUpgrade: h2c\r\n",
+    ] {
+        let mut s = TcpStream::connect(proxy.addr).await.expect("connect");
+        let mut req = b"GET /chat HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\n".to_vec();
+        req.extend_from_slice(upgrade);
+        req.extend_from_slice(
+            b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        );
+        s.write_all(&req).await.expect("write");
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b).await.expect("read head");
+            head.push(b[0]);
+        }
+        let head = String::from_utf8_lossy(&head).to_lowercase();
+        assert!(head.starts_with("http/1.1 101"), "{head}");
+        assert!(head.contains("upgrade: websocket"), "{head}");
+        assert!(up.last_seen().to_lowercase().contains("upgrade: websocket"));
+        for msg in [&b"\x81\x05hello"[..], b"second message"] {
+            s.write_all(msg).await.expect("write frame");
+            let mut back = vec![0u8; msg.len()];
+            tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut back))
+                .await
+                .expect("echo in time")
+                .expect("echo");
+            assert_eq!(back, msg);
+        }
     }
 }
 

@@ -87,14 +87,23 @@ pub fn is_std_hop(v: &[u8]) -> bool {
 /// past routing, the split and every limit.
 pub fn wants_upgrade(headers: &HeaderMap) -> bool {
     headers
-        .get(header::UPGRADE)
-        .is_some_and(|v| !v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"h2c"))
+        .get_all(header::UPGRADE)
+        .iter()
+        .any(|v| switches(v.as_bytes()))
         && headers
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Whether one `Upgrade` field asks for a switch the proxy would tunnel. The framing
+/// guard and the proxy must agree on this for every field of a request: if the guard
+/// saw no switch where the proxy tunnels one, it would go on checking bytes that are
+/// no longer HTTP; the other way round, it would stop checking bytes that still are.
+pub fn switches(upgrade: &[u8]) -> bool {
+    !upgrade.trim_ascii().eq_ignore_ascii_case(b"h2c")
 }
 
 /// Sets `X-Forwarded-For` (appended), `X-Forwarded-Proto` and `X-Forwarded-Host`.

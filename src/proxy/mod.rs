@@ -168,6 +168,13 @@ async fn route_and_forward(
         Some(on_client) if answer.head.status == http::StatusCode::SWITCHING_PROTOCOLS => {
             upgrade::tunnel(on_client, answer)
         }
+        // A switch nobody asked for: the backend connection now speaks something else,
+        // and the client must not take a 101 as an answer.
+        _ if answer.head.status == http::StatusCode::SWITCHING_PROTOCOLS => {
+            return Err(ProxyError::BadUpstreamResponse(
+                upstream::UpstreamError::Malformed("101 to a request that asked for no switch"),
+            ));
+        }
         _ => answer.into_client_response(),
     };
     Ok(resp)

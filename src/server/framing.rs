@@ -189,7 +189,7 @@ pub fn framing_of(req: &httparse::Request<'_, '_>) -> Result<Scan, FramingError>
         } else if name.eq_ignore_ascii_case(b"upgrade") {
             // h2c upgrades are not tunnelled (the proxy strips them), so they do not
             // switch the connection.
-            upgrade = !h.value.trim_ascii().eq_ignore_ascii_case(b"h2c");
+            upgrade |= crate::proxy::headers::switches(h.value);
         } else if name.eq_ignore_ascii_case(b"connection") {
             connection_upgrade |= h
                 .value

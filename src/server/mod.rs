@@ -2,6 +2,7 @@
 //! connection through the [`guard`] and hyper, and drains everything on shutdown.
 
 mod connection;
+mod date;
 pub mod framing;
 pub mod guard;
 mod inflight;

@@ -28,7 +28,7 @@ use tokio::time::Instant;
 
 use super::framing::{self, Scan};
 use super::guard::{self, ConnShared, GuardLimits};
-use super::{inflight, Shared};
+use super::{date, inflight, Shared};
 use crate::proxy::{fields, Client, ClientBody, Proxy, ProxyBody, ProxyError};
 
 /// What the connection does after this server let go of it.
@@ -63,18 +63,32 @@ pub async fn serve(
     let mut out = BytesMut::new();
     let mut idle_since = Instant::now();
     let mut head_started = Instant::now();
+    // How much of `buf` is known to hold no complete head.
+    let mut searched: usize = 0;
     loop {
         let (req, keep_alive) = loop {
-            match parse(buf, limits.max_head) {
-                Parsed::Plain(req, keep_alive) => break (req, keep_alive),
-                Parsed::Other => return Next::Hyper,
-                Parsed::Bad(why) => {
-                    let _ = stream
-                        .write_all(&ProxyError::BadRequest(why).raw_response())
-                        .await;
-                    return Next::Close;
+            // Parse only once the blank line that ends a head is in: a head sent a byte
+            // at a time must not be parsed again from its start at every byte.
+            let from = searched.saturating_sub(3).min(buf.len());
+            if framing::head_end(&buf[from..]).is_some() {
+                match parse(buf, limits.max_head) {
+                    Parsed::Plain(req, keep_alive) => break (req, keep_alive),
+                    Parsed::Other => return Next::Hyper,
+                    Parsed::Bad(why) => {
+                        let _ = stream
+                            .write_all(&ProxyError::BadRequest(why).raw_response())
+                            .await;
+                        return Next::Close;
+                    }
+                    // Only empty lines before a head ended there: start over.
+                    Parsed::Partial => searched = 0,
                 }
-                Parsed::Partial => {}
+            } else {
+                searched = buf.len();
+                if buf.len() > limits.max_head {
+                    // The guard answers 431.
+                    return Next::Hyper;
+                }
             }
             if buf.capacity() - buf.len() < READ_ROOM / 4 {
                 buf.reserve(READ_ROOM);
@@ -123,6 +137,7 @@ pub async fn serve(
         if out.capacity() > WRITE_HIGH_WATER {
             out = BytesMut::new();
         }
+        searched = 0;
         idle_since = Instant::now();
         head_started = idle_since;
     }
@@ -165,6 +180,15 @@ fn parse(buf: &mut BytesMut, max_head: usize) -> Parsed {
     // The guard's rules: only a head it would pass, that ends where its body would
     // start (none) and switches no protocol, stays here.
     if !matches!(framing::framing_of(&req), Ok(Scan::Head)) {
+        return Parsed::Other;
+    }
+    // Protocol switches, even refused ones (h2c), are hyper's: it owns the upgrade
+    // machinery, and one path for them is one set of rules to get right.
+    if req
+        .headers
+        .iter()
+        .any(|h| h.name.eq_ignore_ascii_case("upgrade"))
+    {
         return Parsed::Other;
     }
     let version = match req.version {
@@ -237,7 +261,12 @@ async fn write_response(
     // HTTP/1.0 client) the end of the connection.
     let mut length = None;
     let mut chunked = false;
-    let mut keep_alive = keep_alive;
+    // The proxy itself may have decided the connection ends here.
+    let mut keep_alive = keep_alive
+        && !parts
+            .headers
+            .get(header::CONNECTION)
+            .is_some_and(|v| fields::lists(v, b"close"));
     if !bodiless && !parts.headers.contains_key(header::CONTENT_LENGTH) {
         match body.size_hint().exact() {
             Some(n) => length = Some(n),
@@ -253,7 +282,12 @@ async fn write_response(
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
     for (name, value) in &parts.headers {
-        put_field(out, name.as_str().as_bytes(), value.as_bytes());
+        if name != header::CONNECTION {
+            put_field(out, name.as_str().as_bytes(), value.as_bytes());
+        }
+    }
+    if !parts.headers.contains_key(header::DATE) {
+        date::with(|now| put_field(out, b"date", now));
     }
     if let Some(n) = length {
         put_field(out, b"content-length", itoa(n, &mut [0u8; 20]));
@@ -362,13 +396,12 @@ mod tests {
         assert!(takes(
             b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
         ));
-        assert!(takes(
-            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\nConnection: upgrade\r\n\r\n"
-        ));
         for other in [
             &b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"[..],
             b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nUpgrade: h2c\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\nConnection: upgrade\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
             b"GET http://x/ HTTP/1.1\r\nHost: x\r\n\r\n",
             b"CONNECT x:443 HTTP/1.1\r\nHost: x\r\n\r\n",

@@ -114,7 +114,8 @@ impl Exchange {
                     continue;
                 }
                 self.framing = head.framing;
-                self.keep_alive = head.keep_alive;
+                // After a 101 the connection belongs to whatever it switched to.
+                self.keep_alive = head.keep_alive && head.status != StatusCode::SWITCHING_PROTOCOLS;
                 return Poll::Ready(Ok(head));
             }
             self.answered |= !self.conn.rbuf.is_empty();
@@ -223,8 +224,10 @@ impl Exchange {
         };
         let out = &mut self.conn.wbuf;
         loop {
-            // Gather what the client has ready, so a small body leaves with its head.
-            while let Some(b) = body.as_mut() {
+            // Gather what the client has ready, once some of the head went out: until
+            // then the body stays untouched, so that a connection found dead at the
+            // first write leaves the whole request for another backend.
+            while let Some(b) = body.as_mut().filter(|_| *wrote) {
                 if out.len() >= WRITE_HIGH_WATER {
                     break;
                 }

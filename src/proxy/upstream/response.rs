@@ -239,10 +239,13 @@ fn decode_chunked(state: &mut Chunk, buf: &mut BytesMut) -> Result<Decoded, Upst
                     }
                     return Ok(Decoded::More);
                 };
-                let line = trim(&buf[..eol]).is_empty();
+                let last = trim(&buf[..eol]).is_empty();
                 buf.advance(eol + 1);
-                if line {
+                if last {
                     return Ok(Decoded::End);
+                }
+                if seen + eol + 1 > MAX_TRAILERS {
+                    return Err(UpstreamError::Malformed("trailers too large"));
                 }
                 *state = Chunk::Trailers {
                     seen: seen + eol + 1,
