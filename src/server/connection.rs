@@ -74,10 +74,6 @@ async fn serve(
                 _ = stop.changed() => return,
             }
         }
-        if carried.is_empty() && is_h2(&stream, limits.header_timeout).await {
-            Box::pin(serve_h2(stream, shared, client, limits, stop)).await;
-            return;
-        }
         // Boxed for the same reason as hyper's part below.
         let plain = plain::serve(
             &mut stream,
@@ -95,6 +91,10 @@ async fn serve(
                 continue;
             }
             plain::Next::Hyper => {}
+            plain::Next::H2 => {
+                Box::pin(serve_h2(stream, carried, shared, client, limits, stop)).await;
+                return;
+            }
         }
         // Boxed: hyper's connection state is kilobytes, and an unboxed future would
         // keep that much allocated in this task while it is parked.
@@ -190,6 +190,7 @@ fn http1() -> hyper::server::conn::http1::Builder {
 
 async fn serve_h2(
     stream: TcpStream,
+    preface: BytesMut,
     shared: &Arc<Shared>,
     client: Client,
     limits: GuardLimits,
@@ -200,8 +201,10 @@ async fn serve_h2(
     builder
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(limits.max_head).unwrap_or(u32::MAX));
+    // The guard hands hyper the preface already read, then steps aside.
+    let io = Guarded::resume(stream, preface, limits, conn_shared.clone());
     let mut conn =
-        builder.serve_connection(TokioIo::new(stream), service(shared, &client, &conn_shared));
+        builder.serve_connection(TokioIo::new(io), service(shared, &client, &conn_shared));
     let mut stopping = false;
     loop {
         tokio::select! {
@@ -216,31 +219,6 @@ async fn serve_h2(
                 std::pin::Pin::new(&mut conn).graceful_shutdown();
             }
         }
-    }
-}
-
-/// Whether the client opens with the HTTP/2 preface (h2c with prior knowledge).
-async fn is_h2(stream: &TcpStream, wait_at_most: Duration) -> bool {
-    const PRI: &[u8] = b"PRI ";
-    let give_up = Instant::now() + wait_at_most;
-    let mut buf = [0u8; 4];
-    loop {
-        let n = match stream.peek(&mut buf).await {
-            Ok(n) => n,
-            Err(_) => return false,
-        };
-        if n == 0 || !PRI.starts_with(&buf[..n]) {
-            return false;
-        }
-        if n == PRI.len() {
-            return true;
-        }
-        // A few bytes of what may be the preface: peek returns at once while they are
-        // all there is, so wait a little for the rest (the rare, slow case only).
-        if Instant::now() >= give_up {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 

@@ -39,7 +39,11 @@ pub enum Next {
     Parked(Instant),
     /// A request this server does not take is at the front of the buffer.
     Hyper,
+    /// The buffer starts with the HTTP/2 preface (h2c with prior knowledge).
+    H2,
 }
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Room made in the read buffer before a read: a typical head fits in one.
 const READ_ROOM: usize = 4096;
@@ -70,7 +74,12 @@ pub async fn serve(
             // Parse only once the blank line that ends a head is in: a head sent a byte
             // at a time must not be parsed again from its start at every byte.
             let from = searched.saturating_sub(3).min(buf.len());
-            if framing::head_end(&buf[from..]).is_some() {
+            if buf.starts_with(H2_PREFACE) {
+                return Next::H2;
+            }
+            if !buf.is_empty() && H2_PREFACE.starts_with(buf) {
+                // The start of a preface: wait for the rest.
+            } else if framing::head_end(&buf[from..]).is_some() {
                 match parse(buf, limits.max_head) {
                     Parsed::Plain(req, keep_alive) => break (req, keep_alive),
                     Parsed::Other => return Next::Hyper,
