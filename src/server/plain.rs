@@ -69,6 +69,10 @@ pub async fn serve(
     let mut head_started = Instant::now();
     // How much of `buf` is known to hold no complete head.
     let mut searched: usize = 0;
+    // Parks the connection after a short idle spell (see connection.rs). Moved only when
+    // it rings early: a busy connection leaves the timer wheel alone between requests.
+    let park_after = guard::park_after(limits.idle_timeout);
+    let mut park_clock = std::pin::pin!(tokio::time::sleep_until(idle_since + park_after));
     loop {
         let (req, keep_alive) = loop {
             // Parse only once the blank line that ends a head is in: a head sent a byte
@@ -106,15 +110,19 @@ pub async fn serve(
                 if stop.borrow().is_some() {
                     return Next::Close;
                 }
-                // Between requests: park after a short idle spell (see connection.rs).
-                let park_at = idle_since + guard::park_after(limits.idle_timeout);
-                let read = tokio::select! {
-                    r = stream.read_buf(buf) => r,
-                    () = tokio::time::sleep_until(park_at) => {
-                        *buf = BytesMut::new();
-                        return Next::Parked(idle_since);
+                let read = loop {
+                    tokio::select! {
+                        r = stream.read_buf(buf) => break r,
+                        () = park_clock.as_mut() => {
+                            let due = idle_since + park_after;
+                            if Instant::now() >= due {
+                                *buf = BytesMut::new();
+                                return Next::Parked(idle_since);
+                            }
+                            park_clock.as_mut().reset(due);
+                        }
+                        _ = stop.changed() => return Next::Close,
                     }
-                    _ = stop.changed() => return Next::Close,
                 };
                 head_started = Instant::now();
                 read
