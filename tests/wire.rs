@@ -333,3 +333,35 @@ async fn h2c_prior_knowledge() {
         assert!(body.contains("host: app.example.com\n"), "{body}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_closing_answer_survives_requests_pipelined_behind_it() {
+    // The client asks to close, but has already sent another request: the proxy must
+    // not reset the connection under the answer it owes.
+    let up = Upstream::start("u").await;
+    let proxy = Proxy::start(&one_pool(&[up.addr.to_string()], "")).await;
+    for _ in 0..20 {
+        let mut s = TcpStream::connect(proxy.addr).await.expect("connect");
+        s.set_nodelay(true).expect("nodelay");
+        // Two writes, the second a moment later: it lands while the first (slow) one
+        // is being answered, in the proxy's socket, unread. (The pause shapes the
+        // traffic; the test passes or fails on the answer alone.)
+        s.write_all(b"GET /slow/20 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        s.write_all(b"GET /second HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .expect("write");
+        let mut all = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut all)).await;
+        assert!(
+            matches!(read, Ok(Ok(_))),
+            "the answer must end in a clean close: {read:?}"
+        );
+        let text = String::from_utf8_lossy(&all);
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        assert!(text.contains("connection: close"), "{text}");
+        assert_eq!(text.matches("HTTP/1.1 ").count(), 1, "{text}");
+    }
+}

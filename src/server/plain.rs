@@ -88,9 +88,10 @@ pub async fn serve(
                     Parsed::Plain(req, keep_alive) => break (req, keep_alive),
                     Parsed::Other => return Next::Hyper,
                     Parsed::Bad(why) => {
-                        let _ = stream
-                            .write_all(&ProxyError::BadRequest(why).raw_response())
-                            .await;
+                        let answer = ProxyError::BadRequest(why).raw_response();
+                        if stream.write_all(&answer).await.is_ok() {
+                            linger(stream).await;
+                        }
                         return Next::Close;
                     }
                     // Only empty lines before a head ended there: start over.
@@ -130,7 +131,10 @@ pub async fn serve(
                 tokio::select! {
                     r = stream.read_buf(buf) => r,
                     () = tokio::time::sleep_until(head_started + limits.header_timeout) => {
-                        let _ = stream.write_all(&ProxyError::ClientTimeout.raw_response()).await;
+                        let answer = ProxyError::ClientTimeout.raw_response();
+                        if stream.write_all(&answer).await.is_ok() {
+                            linger(stream).await;
+                        }
                         return Next::Close;
                     }
                 }
@@ -149,6 +153,9 @@ pub async fn serve(
         let kept = write_response(stream, &mut out, resp, to_head, version, keep_alive).await;
         drop(in_flight);
         if !kept {
+            if !buf.is_empty() || maybe_unread(stream) {
+                linger(stream).await;
+            }
             return Next::Close;
         }
         if out.capacity() > WRITE_HIGH_WATER {
@@ -374,6 +381,36 @@ async fn write_response(
         out.extend_from_slice(b"0\r\n\r\n");
     }
     stream.write_all(out).await.is_ok() && keep_alive
+}
+
+/// Whether the client sent bytes not read yet, as far as the last poll of the socket
+/// knows (no syscall).
+fn maybe_unread(stream: &TcpStream) -> bool {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    !stream.poll_read_ready(&mut cx).is_pending()
+}
+
+/// Closes after a last answer while the client may still be sending: unread bytes make
+/// close() send a reset, and a reset can destroy the answer before the client has read
+/// it. So the sending side is shut and whatever still arrives is read and dropped, for
+/// a moment (nginx's lingering close).
+async fn linger(stream: &mut TcpStream) {
+    const FOR_AT_MOST: Duration = Duration::from_secs(2);
+    const BYTES_AT_MOST: usize = 256 * 1024;
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let mut sink = [0u8; 4096];
+    let mut left = BYTES_AT_MOST;
+    let drain = async {
+        while left > 0 {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(FOR_AT_MOST, drain).await;
 }
 
 fn put_field(out: &mut BytesMut, name: &[u8], value: &[u8]) {
