@@ -267,6 +267,53 @@ fn service(
 /// The client's IP as a header value, formatted once per connection for
 /// `X-Forwarded-For`.
 fn client_ip_header(peer: SocketAddr) -> http::HeaderValue {
-    http::HeaderValue::try_from(peer.ip().to_string())
-        .unwrap_or_else(|_| http::HeaderValue::from_static("unknown"))
+    let value = match peer.ip() {
+        // The common case, without the formatting machinery (a visible share of a
+        // short connection's cost).
+        std::net::IpAddr::V4(v4) => {
+            let mut text = [0u8; 15];
+            let mut n = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    text[n] = b'.';
+                    n += 1;
+                }
+                let digits = [octet / 100, octet / 10 % 10, octet % 10];
+                let skip = if octet >= 100 {
+                    0
+                } else if octet >= 10 {
+                    1
+                } else {
+                    2
+                };
+                for d in &digits[skip..] {
+                    text[n] = b'0' + d;
+                    n += 1;
+                }
+            }
+            http::HeaderValue::from_bytes(&text[..n])
+        }
+        ip => http::HeaderValue::try_from(ip.to_string()),
+    };
+    value.unwrap_or_else(|_| http::HeaderValue::from_static("unknown"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client_ip_header;
+
+    #[test]
+    fn client_ips_read_as_std_writes_them() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.255.9",
+            "255.255.255.255",
+            "::1",
+            "2001:db8::7",
+        ] {
+            let peer = std::net::SocketAddr::new(ip.parse().expect("ip"), 1);
+            assert_eq!(client_ip_header(peer), ip);
+        }
+    }
 }

@@ -300,6 +300,14 @@ async fn write_response(
     }
 
     out.clear();
+    // One allocation for the head (a new connection's buffer would otherwise grow
+    // through several).
+    let fields: usize = parts
+        .headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    out.reserve(fields + 128);
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.extend_from_slice(b" ");
