@@ -288,3 +288,35 @@ async fn a_parked_keep_alive_connection_serves_its_next_request() {
     }
     assert_eq!(up.hits(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn guard_and_proxy_read_an_upgrade_alike() {
+    // A Connection field with a byte beyond ASCII: if the guard saw a switch (and
+    // stopped checking) where the proxy saw a plain request (and kept the connection),
+    // the request behind it, with two Host fields, would reach the backend.
+    let (backend, _) = support::RawUpstream::Script {
+        answer: b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+        close: false,
+    }
+    .start()
+    .await;
+    let proxy = Proxy::start(&format!(
+        "[pools.p]\nbackends = [\"{backend}\"]\n[[routes]]\nname = \"r\"\nsplit = {{ p = 1 }}\n"
+    ))
+    .await;
+    let mut s = TcpStream::connect(proxy.addr).await.expect("connect");
+    s.write_all(
+        b"GET /first HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade, \xff\r\n\r\n\
+          GET /second HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let mut all = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut all)).await;
+    let text = String::from_utf8_lossy(&all).to_lowercase();
+    assert_eq!(text.matches("http/1.1 200").count(), 1, "{text}");
+    assert!(
+        text.contains("connection: close"),
+        "a refused switch closes: {text}"
+    );
+}

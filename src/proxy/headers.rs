@@ -93,17 +93,56 @@ pub fn wants_upgrade(headers: &HeaderMap) -> bool {
         && headers
             .get_all(header::CONNECTION)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            .any(|v| connection_upgrade(v.as_bytes()))
 }
 
-/// Whether one `Upgrade` field asks for a switch the proxy would tunnel. The framing
-/// guard and the proxy must agree on this for every field of a request: if the guard
-/// saw no switch where the proxy tunnels one, it would go on checking bytes that are
-/// no longer HTTP; the other way round, it would stop checking bytes that still are.
+// The framing guard and the proxy must read a request's Upgrade and Connection fields
+// alike, byte for byte: if the guard saw no switch where the proxy tunnels one, it
+// would check bytes that are no longer HTTP; the other way round, it would stop
+// checking bytes that still are. Both call these two.
+
+/// Whether one `Upgrade` field offers a protocol the proxy would tunnel (any but h2c).
 pub fn switches(upgrade: &[u8]) -> bool {
-    !upgrade.trim_ascii().eq_ignore_ascii_case(b"h2c")
+    tokens(upgrade).any(|t| !t.eq_ignore_ascii_case(b"h2c"))
+}
+
+/// Whether one `Connection` field lists `upgrade`.
+pub fn connection_upgrade(connection: &[u8]) -> bool {
+    tokens(connection).any(|t| t.eq_ignore_ascii_case(b"upgrade"))
+}
+
+fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
+}
+
+/// Takes `h2c` out of the protocols an upgrade offers: a backend that chose it would
+/// take the client's later HTTP/2 streams past routing, the split and every limit.
+pub fn drop_h2c(headers: &mut HeaderMap) {
+    let offers = headers.get_all(header::UPGRADE).iter();
+    if !offers
+        .flat_map(|v| tokens(v.as_bytes()))
+        .any(|t| t.eq_ignore_ascii_case(b"h2c"))
+    {
+        return;
+    }
+    let kept: Vec<HeaderValue> = headers
+        .get_all(header::UPGRADE)
+        .iter()
+        .filter_map(|v| {
+            let rest: Vec<&[u8]> = tokens(v.as_bytes())
+                .filter(|t| !t.eq_ignore_ascii_case(b"h2c"))
+                .collect();
+            HeaderValue::from_bytes(&rest.join(&b", "[..])).ok()
+        })
+        .filter(|v| !v.is_empty())
+        .collect();
+    headers.remove(header::UPGRADE);
+    for v in kept {
+        headers.append(header::UPGRADE, v);
+    }
 }
 
 /// Sets `X-Forwarded-For` (appended), `X-Forwarded-Proto` and `X-Forwarded-Host`.
@@ -223,6 +262,27 @@ mod tests {
         strip_hop_by_hop(&mut h, false);
         let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, vec!["x-kept"]);
+    }
+
+    #[test]
+    fn upgrade_rules_read_bytes_token_by_token() {
+        assert!(switches(b"websocket"));
+        assert!(switches(b"h2c, websocket"));
+        assert!(!switches(b" h2c "));
+        assert!(!switches(b""));
+        assert!(connection_upgrade(b"keep-alive, Upgrade"));
+        assert!(connection_upgrade(b"upgrade, \xff"));
+        assert!(!connection_upgrade(b"upgraded"));
+        let mut h = HeaderMap::new();
+        h.append(header::UPGRADE, HeaderValue::from_static("h2c, websocket"));
+        h.append(header::UPGRADE, HeaderValue::from_static("h2c"));
+        drop_h2c(&mut h);
+        let left: Vec<&[u8]> = h
+            .get_all(header::UPGRADE)
+            .iter()
+            .map(HeaderValue::as_bytes)
+            .collect();
+        assert_eq!(left, vec![&b"websocket"[..]]);
     }
 
     #[test]

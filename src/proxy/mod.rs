@@ -140,6 +140,9 @@ async fn route_and_forward(
         .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>())
         .flatten();
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
+    if upgrade {
+        headers::drop_h2c(&mut parts.headers);
+    }
     if parts.version == Version::HTTP_2 {
         // HTTP/2 may split cookies into several fields; HTTP/1.1 wants one (RFC 9113 8.2.3).
         headers::join_cookies(&mut parts.headers);

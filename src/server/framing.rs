@@ -188,13 +188,10 @@ pub fn framing_of(req: &httparse::Request<'_, '_>) -> Result<Scan, FramingError>
             hosts += 1;
         } else if name.eq_ignore_ascii_case(b"upgrade") {
             // h2c upgrades are not tunnelled (the proxy strips them), so they do not
-            // switch the connection.
+            // switch the connection. The proxy reads both fields by the same rules.
             upgrade |= crate::proxy::headers::switches(h.value);
         } else if name.eq_ignore_ascii_case(b"connection") {
-            connection_upgrade |= h
-                .value
-                .split(|&b| b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade"));
+            connection_upgrade |= crate::proxy::headers::connection_upgrade(h.value);
         }
     }
     if hosts > 1 {
