@@ -42,6 +42,12 @@ pub const MAX_IDLE: Duration = Duration::from_secs(50);
 /// Idle connections with the time each stops being reusable.
 type IdleList = Mutex<Vec<(Conn, Instant)>>;
 
+/// One worker's idle list, alone on its cache lines: the workers lock their lists on
+/// every request, and lists sharing a line would bounce it between cores.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Shard(IdleList);
+
 /// A connection to a backend with its buffers, which live as long as it does.
 #[derive(Debug)]
 pub struct Conn {
@@ -124,14 +130,14 @@ pub fn set_current_shard(index: usize) {
 /// its wake-ups on one thread.
 #[derive(Debug)]
 pub struct ConnPool {
-    idle: Box<[IdleList]>,
+    idle: Box<[Shard]>,
 }
 
 impl Default for ConnPool {
     fn default() -> Self {
         let n = SHARDS.load(Ordering::Relaxed);
         ConnPool {
-            idle: (0..n).map(|_| Mutex::new(Vec::new())).collect(),
+            idle: (0..n).map(|_| Shard::default()).collect(),
         }
     }
 }
@@ -224,7 +230,7 @@ impl ConnPool {
 
     fn shard(&self) -> &IdleList {
         let i = SHARD.with(Cell::get) % self.idle.len();
-        &self.idle[i]
+        &self.idle[i].0
     }
 }
 
