@@ -7,18 +7,19 @@
 pub mod access_log;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The route/pool label for a request that matched nothing.
 pub const NONE: &str = "none";
 
-/// Everything known about one request when its response head leaves.
+/// Everything known about one request when its response head leaves. Names are
+/// borrowed from the request's snapshot: counting references to shared names on every
+/// request would make the worker threads fight over their cache lines.
 #[derive(Debug)]
-pub struct Outcome {
+pub struct Outcome<'s> {
     pub started: Instant,
-    pub route: Option<Arc<str>>,
-    pub pool: Option<Arc<str>>,
+    pub route: Option<&'s str>,
+    pub pool: Option<&'s str>,
     /// The backend that answered (or the last one tried).
     pub backend: Option<SocketAddr>,
     pub status: u16,
@@ -30,7 +31,7 @@ pub struct Outcome {
     pub attempts: u32,
 }
 
-impl Outcome {
+impl Outcome<'_> {
     pub fn new(started: Instant) -> Self {
         Outcome {
             started,
@@ -49,8 +50,8 @@ impl Outcome {
 /// build on this call.
 pub fn record(o: &Outcome) {
     tracing::trace!(
-        route = o.route.as_deref().unwrap_or(NONE),
-        pool = o.pool.as_deref().unwrap_or(NONE),
+        route = o.route.unwrap_or(NONE),
+        pool = o.pool.unwrap_or(NONE),
         status = o.status,
         error = o.error,
         elapsed_us = o.started.elapsed().as_micros() as u64,

@@ -28,14 +28,14 @@ pub struct Answer {
     pub in_flight: InFlight,
 }
 
-pub async fn forward(
+pub async fn forward<'s>(
     snapshot: &Snapshot,
-    route: &Route,
+    route: &'s Route,
     first_pool: usize,
     overridden: bool,
     mut parts: Parts,
     body: UpstreamRequestBody,
-    outcome: &mut Outcome,
+    outcome: &mut Outcome<'s>,
 ) -> Result<Answer, ProxyError> {
     let limits = &snapshot.config.limits;
     // Backends speak origin-form HTTP/1.1 whatever the client spoke.
@@ -83,8 +83,8 @@ pub async fn forward(
         attempts_left -= 1;
         tried.push(member);
         outcome.attempts += 1;
-        let backend = pool.backends.members()[member].backend.clone();
-        outcome.pool = Some(pool.name.clone());
+        let backend = &pool.backends.members()[member].backend;
+        outcome.pool = Some(&pool.name);
         outcome.backend = Some(backend.addr);
         let in_flight = InFlight::new(backend.clone());
 

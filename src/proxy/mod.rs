@@ -55,6 +55,29 @@ impl Proxy {
     pub async fn handle(&self, req: Request<ClientBody>, client: &Client) -> Response<ProxyBody> {
         // One snapshot for the whole request, however long it runs.
         let snapshot = self.live.load_full();
+        self.handle_on(&snapshot, req, client).await
+    }
+
+    /// The live snapshot, for a connection to hold between its requests: replaced only
+    /// when a reload swapped it. Counting a reference to the shared snapshot on every
+    /// request would make the worker threads fight over its cache line.
+    pub fn refresh(&self, held: &mut Arc<Snapshot>) {
+        if !Arc::ptr_eq(held, &self.live.load()) {
+            *held = self.live.load_full();
+        }
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.live.load_full()
+    }
+
+    /// [`Proxy::handle`] on a snapshot the caller holds.
+    pub async fn handle_on(
+        &self,
+        snapshot: &Snapshot,
+        req: Request<ClientBody>,
+        client: &Client,
+    ) -> Response<ProxyBody> {
         let mut outcome = Outcome::new(Instant::now());
         let mut req = req;
         let request_id = headers::request_id(req.headers_mut());
@@ -69,7 +92,7 @@ impl Proxy {
                 .map_or("/", |pq| pq.as_str())
                 .to_owned(),
         });
-        let mut resp = match route_and_forward(&snapshot, req, client, &mut outcome).await {
+        let mut resp = match route_and_forward(snapshot, req, client, &mut outcome).await {
             Ok(resp) => resp,
             Err(e) => {
                 outcome.error = Some(e.kind());
@@ -94,11 +117,11 @@ impl Proxy {
     }
 }
 
-async fn route_and_forward(
-    snapshot: &Snapshot,
+async fn route_and_forward<'s>(
+    snapshot: &'s Snapshot,
     req: Request<ClientBody>,
     client: &Client,
-    outcome: &mut Outcome,
+    outcome: &mut Outcome<'s>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let limits = &snapshot.config.limits;
     // 1. The request itself.
@@ -111,7 +134,7 @@ async fn route_and_forward(
             req.uri().path(),
         )
         .ok_or(ProxyError::NoRoute)?;
-    outcome.route = Some(route.name.clone());
+    outcome.route = Some(&route.name);
     // 3. Pool.
     let keys = PickKeys {
         override_pool: route
@@ -129,7 +152,7 @@ async fn route_and_forward(
     let pool = match pool {
         Ok(i) => i,
         Err(none) => {
-            outcome.pool = none.pool.map(|i| route.split[i].0.name.clone());
+            outcome.pool = none.pool.map(|i| &*route.split[i].0.name);
             return Err(ProxyError::NoReadyBackend);
         }
     };

@@ -64,6 +64,7 @@ pub async fn serve(
     stop: &mut watch::Receiver<Option<Duration>>,
 ) -> Next {
     let conn = ConnShared::new();
+    let mut snapshot = proxy.snapshot();
     let mut out = BytesMut::new();
     let mut idle_since = Instant::now();
     let mut head_started = Instant::now();
@@ -147,7 +148,8 @@ pub async fn serve(
         let version = req.version();
         let to_head = req.method() == Method::HEAD;
         let in_flight = inflight::InFlight::start(conn.clone(), shared.clone());
-        let resp = proxy.handle(req, client).await;
+        proxy.refresh(&mut snapshot);
+        let resp = proxy.handle_on(&snapshot, req, client).await;
         // A drain that began meanwhile closes the connection after this answer.
         let keep_alive = keep_alive && stop.borrow().is_none();
         let kept = write_response(stream, &mut out, resp, to_head, version, keep_alive).await;
