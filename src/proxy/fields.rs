@@ -1,9 +1,12 @@
-//! Header fields as httparse found them, made into a `HeaderMap` without copying a
-//! value: the head's bytes are frozen once and every value is a slice of them. Used
-//! for client requests (cutover's own HTTP/1 server) and backend responses alike.
+//! The HTTP/1 wire format both of cutover's own ends share (its server for clients and
+//! its client for backends): header fields as httparse found them, made into a
+//! `HeaderMap` without copying a value (the head's bytes are frozen once and every
+//! value is a slice of them); fields, lengths and chunks written back out; and which
+//! answers carry no body.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::StatusCode;
 
 /// Where one field's name and value lie in its head: offset and length of each. Heads
 /// longer than 64 KiB never get here, and 16 bits keep the array of spans (zeroed for
@@ -65,8 +68,46 @@ pub fn lists(value: &HeaderValue, token: &[u8]) -> bool {
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
+/// Whether an answer has no body whatever its fields declare (RFC 9112 6.3): one to a
+/// HEAD request, 1xx, 204 and 304.
+pub fn has_no_body(status: StatusCode, to_head: bool) -> bool {
+    to_head
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+}
+
+/// Bytes `headers` take on the wire, so that a head can be written into one allocation.
+pub fn encoded_len(headers: &HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum()
+}
+
+/// Appends one field line.
+pub fn put_field(out: &mut BytesMut, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `n` in decimal, in `buf`.
+pub fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
+}
+
 /// Appends `data` to `out` as it goes on the wire: as is, or as one chunk.
-pub fn put_body(out: &mut bytes::BytesMut, data: &[u8], chunked: bool) {
+pub fn put_body(out: &mut BytesMut, data: &[u8], chunked: bool) {
     if data.is_empty() {
         return;
     }
@@ -80,7 +121,7 @@ pub fn put_body(out: &mut bytes::BytesMut, data: &[u8], chunked: bool) {
 }
 
 /// The size line that starts a chunk of `n` bytes.
-pub fn put_chunk_size(out: &mut bytes::BytesMut, n: usize) {
+pub fn put_chunk_size(out: &mut BytesMut, n: usize) {
     let mut digits = [0u8; 16];
     let mut i = digits.len();
     let mut n = n;
@@ -117,8 +158,15 @@ mod tests {
     }
 
     #[test]
+    fn decimal_digits() {
+        assert_eq!(decimal(0, &mut [0; 20]), b"0");
+        assert_eq!(decimal(1_048_576, &mut [0; 20]), b"1048576");
+        assert_eq!(decimal(u64::MAX, &mut [0; 20]), b"18446744073709551615");
+    }
+
+    #[test]
     fn chunks_carry_their_size_in_hex() {
-        let mut out = bytes::BytesMut::new();
+        let mut out = BytesMut::new();
         put_body(&mut out, &[b'x'; 26], true);
         assert_eq!(&out[..4], b"1a\r\n");
         assert!(out.ends_with(b"x\r\n"));

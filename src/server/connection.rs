@@ -25,7 +25,7 @@ use tokio::time::Instant;
 
 use super::guard::{ConnShared, GuardLimits, Guarded};
 use super::{framing, inflight, plain, Shared};
-use crate::proxy::{Client, ClientBody, Proxy};
+use crate::proxy::{fields, Client, ClientBody, Proxy};
 
 /// hyper's per-connection buffer limit; its default (~400 KiB) multiplies badly with
 /// many concurrent large responses.
@@ -271,27 +271,14 @@ fn client_ip_header(peer: SocketAddr) -> http::HeaderValue {
         // The common case, without the formatting machinery (a visible share of a
         // short connection's cost).
         std::net::IpAddr::V4(v4) => {
-            let mut text = [0u8; 15];
-            let mut n = 0;
+            let mut text = Vec::with_capacity(15);
             for (i, octet) in v4.octets().into_iter().enumerate() {
                 if i > 0 {
-                    text[n] = b'.';
-                    n += 1;
+                    text.push(b'.');
                 }
-                let digits = [octet / 100, octet / 10 % 10, octet % 10];
-                let skip = if octet >= 100 {
-                    0
-                } else if octet >= 10 {
-                    1
-                } else {
-                    2
-                };
-                for d in &digits[skip..] {
-                    text[n] = b'0' + d;
-                    n += 1;
-                }
+                text.extend_from_slice(fields::decimal(octet.into(), &mut [0u8; 20]));
             }
-            http::HeaderValue::from_bytes(&text[..n])
+            http::HeaderValue::from_maybe_shared(bytes::Bytes::from(text))
         }
         ip => http::HeaderValue::try_from(ip.to_string()),
     };

@@ -45,7 +45,8 @@ pub enum Chunk {
     EndLf,
 }
 
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// What an HTTP/2 client with prior knowledge opens with.
+pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Headers per request; hyper is configured with the same number.
 pub const MAX_HEADERS: usize = 128;
 

@@ -18,7 +18,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use http::{header, Method, Request, Response, StatusCode, Uri, Version};
+use http::{header, Method, Request, Response, Uri, Version};
 use http_body::Body;
 use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -42,8 +42,6 @@ pub enum Next {
     /// The buffer starts with the HTTP/2 preface (h2c with prior knowledge).
     H2,
 }
-
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Room made in the read buffer before a read: a typical head fits in one.
 const READ_ROOM: usize = 4096;
@@ -79,10 +77,10 @@ pub async fn serve(
             // Parse only once the blank line that ends a head is in: a head sent a byte
             // at a time must not be parsed again from its start at every byte.
             let from = searched.saturating_sub(3).min(buf.len());
-            if buf.starts_with(H2_PREFACE) {
+            if buf.starts_with(framing::H2_PREFACE) {
                 return Next::H2;
             }
-            if !buf.is_empty() && H2_PREFACE.starts_with(buf) {
+            if !buf.is_empty() && framing::H2_PREFACE.starts_with(buf) {
                 // The start of a preface: wait for the rest.
             } else if framing::head_end(&buf[from..]).is_some() {
                 match parse(buf, limits.max_head) {
@@ -279,10 +277,7 @@ async fn write_response(
 ) -> bool {
     let (parts, mut body) = resp.into_parts();
     let status = parts.status;
-    let bodiless = to_head
-        || status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED;
+    let bodiless = fields::has_no_body(status, to_head);
     // How the body is delimited: the backend's length, a known one, chunks, or (for an
     // HTTP/1.0 client) the end of the connection.
     let mut length = None;
@@ -304,12 +299,7 @@ async fn write_response(
     out.clear();
     // One allocation for the head (a new connection's buffer would otherwise grow
     // through several).
-    let fields: usize = parts
-        .headers
-        .iter()
-        .map(|(n, v)| n.as_str().len() + v.len() + 4)
-        .sum();
-    out.reserve(fields + 128);
+    out.reserve(fields::encoded_len(&parts.headers) + 128);
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.extend_from_slice(b" ");
@@ -317,22 +307,22 @@ async fn write_response(
     out.extend_from_slice(b"\r\n");
     for (name, value) in &parts.headers {
         if name != header::CONNECTION {
-            put_field(out, name.as_str().as_bytes(), value.as_bytes());
+            fields::put_field(out, name.as_str().as_bytes(), value.as_bytes());
         }
     }
     if !parts.headers.contains_key(header::DATE) {
-        date::with(|now| put_field(out, b"date", now));
+        date::with(|now| fields::put_field(out, b"date", now));
     }
     if let Some(n) = length {
-        put_field(out, b"content-length", itoa(n, &mut [0u8; 20]));
+        fields::put_field(out, b"content-length", fields::decimal(n, &mut [0u8; 20]));
     }
     if chunked {
-        put_field(out, b"transfer-encoding", b"chunked");
+        fields::put_field(out, b"transfer-encoding", b"chunked");
     }
     if !keep_alive {
-        put_field(out, b"connection", b"close");
+        fields::put_field(out, b"connection", b"close");
     } else if version == Version::HTTP_10 {
-        put_field(out, b"connection", b"keep-alive");
+        fields::put_field(out, b"connection", b"keep-alive");
     }
     out.extend_from_slice(b"\r\n");
     if bodiless {
@@ -423,26 +413,6 @@ async fn linger(stream: &mut TcpStream) {
     let _ = tokio::time::timeout(FOR_AT_MOST, drain).await;
 }
 
-fn put_field(out: &mut BytesMut, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
-}
-
-/// `n` in decimal, in `buf`.
-fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return &buf[i..];
-        }
-    }
-}
-
 /// Whether this server would take the request at the front of `bytes`, for tests.
 #[cfg(test)]
 fn takes(bytes: &[u8]) -> bool {
@@ -496,12 +466,5 @@ mod tests {
         let mut buf = BytesMut::from(&b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /next"[..]);
         assert!(matches!(parse(&mut buf, 8192), Parsed::Plain(..)));
         assert_eq!(&buf[..], b"GET /next");
-    }
-
-    #[test]
-    fn decimal() {
-        assert_eq!(itoa(0, &mut [0; 20]), b"0");
-        assert_eq!(itoa(1_048_576, &mut [0; 20]), b"1048576");
-        assert_eq!(itoa(u64::MAX, &mut [0; 20]), b"18446744073709551615");
     }
 }

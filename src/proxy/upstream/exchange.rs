@@ -49,11 +49,9 @@ enum Upload {
         /// `None` once the client's body has ended.
         body: Option<UpstreamRequestBody>,
         chunked: bool,
-        /// Whether any byte of the request reached the socket.
+        /// Whether any byte of the request reached the socket. The client's body is
+        /// only taken after that, so until then the whole request can go elsewhere.
         wrote: bool,
-        /// Whether any of the client's body was taken (it may sit unwritten in the
-        /// buffer, and could not be sent elsewhere).
-        taken: bool,
     },
     Done,
     /// Writing failed; the connection is good for nothing after this answer.
@@ -73,7 +71,6 @@ impl Exchange {
                 body: (!body.is_empty()).then_some(body),
                 chunked,
                 wrote: false,
-                taken: false,
             },
             to_head: head.method == http::Method::HEAD,
             framing: Framing::Empty,
@@ -83,15 +80,12 @@ impl Exchange {
         }
     }
 
-    /// Gives the request body back when not a byte of the request was written nor of
-    /// its body taken, so that it can go to another backend.
+    /// Gives the request body back when not a byte of the request was written, so that
+    /// it can go to another backend.
     pub fn into_unsent_body(self) -> Option<UpstreamRequestBody> {
         match self.upload {
             Upload::Sending {
-                body,
-                wrote: false,
-                taken: false,
-                ..
+                body, wrote: false, ..
             } => Some(body.unwrap_or(UpstreamRequestBody::Empty)),
             _ => None,
         }
@@ -217,7 +211,6 @@ impl Exchange {
             body,
             chunked,
             wrote,
-            taken,
         } = &mut self.upload
         else {
             return Poll::Ready(Ok(()));
@@ -240,7 +233,6 @@ impl Exchange {
                         *body = None;
                     }
                     Poll::Ready(Some(Ok(frame))) => {
-                        *taken = true;
                         // Trailers are not forwarded.
                         if let Ok(data) = frame.into_data() {
                             fields::put_body(out, &data, *chunked);
@@ -287,25 +279,19 @@ enum UploadError {
 /// The request head in origin form, HTTP/1.1, fields as they are in the map.
 fn encode_head(head: &Parts, chunked: bool, out: &mut BytesMut) {
     let target = head.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let fields: usize = head
-        .headers
-        .iter()
-        .map(|(n, v)| n.as_str().len() + v.len() + 4)
-        .sum();
     out.clear();
-    out.reserve(head.method.as_str().len() + target.len() + fields + 48);
+    out.reserve(
+        head.method.as_str().len() + target.len() + fields::encoded_len(&head.headers) + 48,
+    );
     out.extend_from_slice(head.method.as_str().as_bytes());
     out.put_u8(b' ');
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in &head.headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        fields::put_field(out, name.as_str().as_bytes(), value.as_bytes());
     }
     if chunked {
-        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        fields::put_field(out, b"transfer-encoding", b"chunked");
     }
     out.extend_from_slice(b"\r\n");
 }

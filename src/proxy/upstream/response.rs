@@ -123,10 +123,7 @@ pub fn parse_head(buf: &mut BytesMut, to_head: bool) -> Result<Option<Head>, Ups
     })
     .map_err(UpstreamError::Malformed)?;
 
-    let bodiless = to_head
-        || status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED;
+    let bodiless = fields::has_no_body(status, to_head);
     let framing = match (chunked, length) {
         _ if bodiless => Framing::Empty,
         (Some(true), _) => Framing::Chunked(Chunk::Size),
