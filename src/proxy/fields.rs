@@ -68,6 +68,24 @@ pub fn lists(value: &HeaderValue, token: &[u8]) -> bool {
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
+/// A `Content-Length` value: digits only (surrounding blanks aside), within u64.
+pub fn content_length(value: &[u8]) -> Option<u64> {
+    let v = value.trim_ascii();
+    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(v).ok()?.parse().ok()
+}
+
+/// Whether a `Transfer-Encoding` value ends in chunked: only the last coding frames
+/// the message (RFC 9112 6.1).
+pub fn ends_in_chunked(value: &[u8]) -> bool {
+    value
+        .rsplit(|&b| b == b',')
+        .next()
+        .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+}
+
 /// Whether an answer has no body whatever its fields declare (RFC 9112 6.3): one to a
 /// HEAD request, 1xx, 204 and 304.
 pub fn has_no_body(status: StatusCode, to_head: bool) -> bool {
@@ -155,6 +173,16 @@ mod tests {
         let map = to_map(&head, &out[..n], 0, |_, _| Ok(true)).unwrap_or_default();
         assert_eq!(map.get("x-a").map(HeaderValue::as_bytes), Some(&b"1"[..]));
         assert_eq!(map.get("x-b").map(HeaderValue::as_bytes), Some(&b"two"[..]));
+    }
+
+    #[test]
+    fn framing_fields() {
+        assert_eq!(content_length(b" 42 "), Some(42));
+        for bad in [&b""[..], b"-1", b"4 2", b"0x10", b"99999999999999999999"] {
+            assert_eq!(content_length(bad), None);
+        }
+        assert!(ends_in_chunked(b"gzip, Chunked"));
+        assert!(!ends_in_chunked(b"chunked, gzip"));
     }
 
     #[test]

@@ -93,7 +93,7 @@ pub async fn forward<'s>(
             .checkout(backend.addr, limits.connect_timeout)
             .await
         {
-            Ok((conn, _reused)) => conn,
+            Ok(conn) => conn,
             Err(e) => {
                 tracing::warn!(pool = %pool.name, backend = %backend.addr, error = %e, "connect failed");
                 backend.report_failure(pool.backends.may_eject(pool.config.eject.max_percent));

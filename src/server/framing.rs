@@ -7,6 +7,8 @@
 //! are refused here. hyper alone would accept some of them (it resolves CL+TE in
 //! favour of chunked), and its own error answers cannot carry `x-cutover-error`.
 
+use crate::proxy::{fields, headers};
+
 /// What went wrong in the client's bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FramingError {
@@ -168,13 +170,8 @@ pub fn framing_of(req: &httparse::Request<'_, '_>) -> Result<Scan, FramingError>
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
         if name.eq_ignore_ascii_case(b"content-length") {
-            let v = std::str::from_utf8(h.value).map(str::trim).unwrap_or("");
-            if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(FramingError::BadRequest("invalid Content-Length"));
-            }
-            let n: u64 = v
-                .parse()
-                .map_err(|_| FramingError::BadRequest("invalid Content-Length"))?;
+            let n = fields::content_length(h.value)
+                .ok_or(FramingError::BadRequest("invalid Content-Length"))?;
             if content_length.is_some_and(|prev| prev != n) {
                 return Err(FramingError::BadRequest(
                     "conflicting Content-Length headers",
@@ -183,16 +180,15 @@ pub fn framing_of(req: &httparse::Request<'_, '_>) -> Result<Scan, FramingError>
             content_length = Some(n);
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             transfer_encoding = true;
-            let last = h.value.rsplit(|&b| b == b',').next().unwrap_or(b"");
-            chunked_last = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
+            chunked_last = fields::ends_in_chunked(h.value);
         } else if name.eq_ignore_ascii_case(b"host") {
             hosts += 1;
         } else if name.eq_ignore_ascii_case(b"upgrade") {
             // h2c upgrades are not tunnelled (the proxy strips them), so they do not
             // switch the connection. The proxy reads both fields by the same rules.
-            upgrade |= crate::proxy::headers::switches(h.value);
+            upgrade |= headers::switches(h.value);
         } else if name.eq_ignore_ascii_case(b"connection") {
-            connection_upgrade |= crate::proxy::headers::connection_upgrade(h.value);
+            connection_upgrade |= headers::connection_upgrade(h.value);
         }
     }
     if hosts > 1 {

@@ -186,23 +186,21 @@ impl UpstreamError {
 }
 
 impl ConnPool {
-    /// An idle connection that is still open, or a new one. The flag says whether it
-    /// was reused.
+    /// An idle connection that is still open, or a new one.
     pub async fn checkout(
         &self,
         addr: SocketAddr,
         connect_timeout: Duration,
-    ) -> Result<(Conn, bool), ConnectError> {
+    ) -> Result<Conn, ConnectError> {
         let mut now = None;
         while let Some((conn, expires)) = self.pop() {
             if *now.get_or_insert_with(Instant::now) < expires && conn.looks_open() {
-                return Ok((conn, true));
+                return Ok(conn);
             }
         }
         // Boxed: connecting is the rare path, and its futures would otherwise make every
         // request's state machine (moved several times per request) much larger.
-        let conn = Box::pin(connect(addr, connect_timeout)).await?;
-        Ok((conn, false))
+        Box::pin(connect(addr, connect_timeout)).await
     }
 
     /// Returns a connection whose last response is complete, reusable for `keep_for`.

@@ -97,7 +97,7 @@ pub fn parse_head(buf: &mut BytesMut, to_head: bool) -> Result<Option<Head>, Ups
     // Room for the request id the client gets.
     let mut headers = fields::to_map(&bytes, &spans[..n], 1, |name, value| {
         if name == header::CONTENT_LENGTH {
-            let v = parse_length(value.as_bytes()).ok_or("invalid Content-Length")?;
+            let v = fields::content_length(value.as_bytes()).ok_or("invalid Content-Length")?;
             if length.is_some_and(|l| l != v) {
                 return Err("conflicting Content-Length");
             }
@@ -105,12 +105,7 @@ pub fn parse_head(buf: &mut BytesMut, to_head: bool) -> Result<Option<Head>, Ups
         } else if name == header::TRANSFER_ENCODING {
             // Only the last coding matters: chunked if it is chunked, else the body
             // runs until the connection closes (RFC 9112 6.3, rule 4).
-            let last = value
-                .as_bytes()
-                .rsplit(|&b| b == b',')
-                .next()
-                .unwrap_or(b"");
-            chunked = Some(trim(last).eq_ignore_ascii_case(b"chunked"));
+            chunked = Some(fields::ends_in_chunked(value.as_bytes()));
         } else if name == header::CONNECTION {
             keep_alive &= !fields::lists(value, b"close");
             let named = !headers::is_std_hop(value.as_bytes());
@@ -236,7 +231,7 @@ fn decode_chunked(state: &mut Chunk, buf: &mut BytesMut) -> Result<Decoded, Upst
                     }
                     return Ok(Decoded::More);
                 };
-                let last = trim(&buf[..eol]).is_empty();
+                let last = buf[..eol].trim_ascii().is_empty();
                 buf.advance(eol + 1);
                 if last {
                     return Ok(Decoded::End);
@@ -250,18 +245,6 @@ fn decode_chunked(state: &mut Chunk, buf: &mut BytesMut) -> Result<Decoded, Upst
             }
         }
     }
-}
-
-fn parse_length(v: &[u8]) -> Option<u64> {
-    let v = trim(v);
-    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(v).ok()?.parse().ok()
-}
-
-fn trim(v: &[u8]) -> &[u8] {
-    v.trim_ascii()
 }
 
 #[cfg(test)]
