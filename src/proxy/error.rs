@@ -2,9 +2,11 @@
 //! status code and `x-cutover-error` kind.
 
 use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode};
+use http::StatusCode;
 
 use super::body::{ProxyBody, RequestBodyError};
+use super::fields::Fields;
+use super::reply::Reply;
 use super::upstream::{ConnectError, UpstreamError};
 
 /// An error made by the proxy, as opposed to a status a backend sent.
@@ -60,17 +62,13 @@ impl ProxyError {
     }
 
     /// The short plain-text answer sent to the client.
-    pub fn response(&self) -> Response<ProxyBody> {
+    pub fn reply(&self) -> Reply {
         let (status, kind) = self.status_and_kind();
-        let mut resp = Response::new(ProxyBody::text(format!("{self}\n")));
-        *resp.status_mut() = status;
-        let h = resp.headers_mut();
-        h.insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        h.insert("x-cutover-error", HeaderValue::from_static(kind));
-        resp
+        let fields = Fields::from_pairs(&[
+            ("content-type", "text/plain; charset=utf-8"),
+            ("x-cutover-error", kind),
+        ]);
+        Reply::new(status, fields, ProxyBody::text(format!("{self}\n")))
     }
 
     /// The same answer as raw HTTP/1.1 bytes, for errors found before hyper has a

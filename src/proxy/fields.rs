@@ -60,10 +60,107 @@ pub fn to_map(
     Ok(map)
 }
 
+/// A head's fields as they came off the wire: its frozen bytes, and where each field
+/// kept lies in them. Most answers go straight back out over HTTP/1, where these bytes
+/// are all that is needed: no name is looked up in a table, no value copied, no map
+/// built and torn down. Only hyper's side makes a `HeaderMap` of them.
+#[derive(Debug, Clone, Default)]
+pub struct Fields {
+    head: Bytes,
+    spans: Vec<Span>,
+}
+
+impl Fields {
+    /// The fields at `spans` of `head` (as [`spans`] recorded them).
+    pub fn new(head: Bytes, spans: Vec<Span>) -> Self {
+        Fields { head, spans }
+    }
+
+    /// Fields made of name and value pairs (the proxy's own answers).
+    pub fn from_pairs(pairs: &[(&str, &str)]) -> Self {
+        let mut head = BytesMut::new();
+        let mut spans = Vec::with_capacity(pairs.len());
+        for (name, value) in pairs {
+            let at = head.len();
+            put_field(&mut head, name.as_bytes(), value.as_bytes());
+            let value_at = at + name.len() + 2;
+            spans.push([at, name.len(), value_at, value.len()].map(|n| n as u16));
+        }
+        Fields::new(head.freeze(), spans)
+    }
+
+    /// Each field's name and value, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        self.spans.iter().map(|&span| self.field(span))
+    }
+
+    /// The first value of the field `name` (lower case).
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| v)
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// Keeps only the fields `keep` says yes to.
+    pub fn retain(&mut self, mut keep: impl FnMut(&[u8], &[u8]) -> bool) {
+        let head = &self.head;
+        self.spans.retain(|&span| {
+            let (name, value) = field_at(head, span);
+            keep(name, value)
+        });
+    }
+
+    /// Bytes the fields take on the wire.
+    pub fn encoded_len(&self) -> usize {
+        self.spans
+            .iter()
+            .map(|&[_, nl, _, vl]| usize::from(nl) + usize::from(vl) + 4)
+            .sum()
+    }
+
+    /// The fields as a map, with room for `more`. httparse let no name or value through
+    /// that the map would refuse; should one be, it is left out rather than failing an
+    /// answer already under way.
+    pub fn to_map(&self, more: usize) -> HeaderMap {
+        let mut map = HeaderMap::with_capacity(self.spans.len() + more);
+        for &[ns, nl, vs, vl] in &self.spans {
+            let (ns, nl, vs, vl) = (
+                usize::from(ns),
+                usize::from(nl),
+                usize::from(vs),
+                usize::from(vl),
+            );
+            let name = HeaderName::from_bytes(&self.head[ns..ns + nl]);
+            let value = HeaderValue::from_maybe_shared(self.head.slice(vs..vs + vl));
+            if let (Ok(name), Ok(value)) = (name, value) {
+                map.append(name, value);
+            }
+        }
+        map
+    }
+
+    fn field(&self, span: Span) -> (&[u8], &[u8]) {
+        field_at(&self.head, span)
+    }
+}
+
+fn field_at(head: &[u8], [ns, nl, vs, vl]: Span) -> (&[u8], &[u8]) {
+    let (ns, nl, vs, vl) = (
+        usize::from(ns),
+        usize::from(nl),
+        usize::from(vs),
+        usize::from(vl),
+    );
+    (&head[ns..ns + nl], &head[vs..vs + vl])
+}
+
 /// Whether a comma-separated field value lists `token` (case-insensitive).
-pub fn lists(value: &HeaderValue, token: &[u8]) -> bool {
+pub fn lists(value: &[u8], token: &[u8]) -> bool {
     value
-        .as_bytes()
         .split(|&b| b == b',')
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
@@ -173,6 +270,20 @@ mod tests {
         let map = to_map(&head, &out[..n], 0, |_, _| Ok(true)).unwrap_or_default();
         assert_eq!(map.get("x-a").map(HeaderValue::as_bytes), Some(&b"1"[..]));
         assert_eq!(map.get("x-b").map(HeaderValue::as_bytes), Some(&b"two"[..]));
+    }
+
+    #[test]
+    fn fields_keep_their_bytes_and_order() {
+        let mut f = Fields::from_pairs(&[("Server", "x"), ("x-a", "1"), ("X-A", "2")]);
+        assert_eq!(f.get("x-a"), Some(&b"1"[..]));
+        assert!(f.contains("server"));
+        assert_eq!(f.encoded_len(), "Server: x\r\nx-a: 1\r\nX-A: 2\r\n".len());
+        f.retain(|name, _| !name.eq_ignore_ascii_case(b"server"));
+        let pairs: Vec<_> = f.iter().collect();
+        assert_eq!(pairs, [(&b"x-a"[..], &b"1"[..]), (&b"X-A"[..], &b"2"[..])]);
+        let map = f.to_map(0);
+        let all: Vec<_> = map.get_all("x-a").iter().collect();
+        assert_eq!(all, ["1", "2"]);
     }
 
     #[test]

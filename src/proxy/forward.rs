@@ -11,11 +11,12 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use http::request::Parts;
-use http::{Method, Response, Uri, Version};
+use http::{Method, Uri, Version};
 
 use super::body::{InFlight, ProxyBody, UpstreamBody, UpstreamRequestBody};
 use super::error::ProxyError;
 use super::headers;
+use super::reply::Reply;
 use super::upstream::{self, Exchange, Head, UpstreamError};
 use crate::metrics::Outcome;
 use crate::routing::{Route, Snapshot};
@@ -179,11 +180,11 @@ fn is_idempotent(m: &Method) -> bool {
 }
 
 impl Answer {
-    /// The response as the client gets it: hop-by-hop headers gone, body streaming.
-    pub fn into_client_response(self) -> Response<ProxyBody> {
+    /// The answer as the client gets it: hop-by-hop fields gone, body streaming.
+    pub fn into_reply(self) -> Reply {
         let Head {
             status,
-            mut headers,
+            mut fields,
             idle_for,
             names_more,
             ..
@@ -193,12 +194,9 @@ impl Answer {
                 .min(upstream::MAX_IDLE)
         });
         if names_more {
-            headers::strip_hop_by_hop(&mut headers, false);
+            headers::strip_connection_named(&mut fields);
         }
         let body = UpstreamBody::new(self.exchange, self.in_flight, keep_for);
-        let mut resp = Response::new(ProxyBody::Upstream(body));
-        *resp.status_mut() = status;
-        *resp.headers_mut() = headers;
-        resp
+        Reply::new(status, fields, ProxyBody::Upstream(body))
     }
 }

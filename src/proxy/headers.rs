@@ -2,6 +2,8 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use super::fields::Fields;
+
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -66,14 +68,39 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
+/// [`strip_hop_by_hop`] for a backend's fields, which arrive without the standard
+/// hop-by-hop fields already: takes out `Connection` and every field it names.
+pub fn strip_connection_named(fields: &mut Fields) {
+    let named: Vec<Vec<u8>> = fields
+        .iter()
+        .filter(|(name, _)| name.eq_ignore_ascii_case(b"connection"))
+        .flat_map(|(_, value)| tokens(value))
+        .map(<[u8]>::to_vec)
+        .collect();
+    fields.retain(|name, _| {
+        !name.eq_ignore_ascii_case(b"connection")
+            && !named.iter().any(|t| name.eq_ignore_ascii_case(t))
+    });
+}
+
 pub fn is_hop_by_hop(name: &HeaderName) -> bool {
-    name == header::CONNECTION
-        || name == header::TE
-        || name == header::TRAILER
-        || name == header::TRANSFER_ENCODING
-        || name == header::UPGRADE
-        || name.as_str() == "keep-alive"
-        || name.as_str().starts_with("proxy-")
+    is_hop_by_hop_name(name.as_str().as_bytes())
+}
+
+/// [`is_hop_by_hop`] for a name as it came off the wire, in any case.
+pub fn is_hop_by_hop_name(name: &[u8]) -> bool {
+    const HOPS: [&[u8]; 6] = [
+        b"connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"keep-alive",
+    ];
+    HOPS.iter().any(|hop| name.eq_ignore_ascii_case(hop))
+        || name
+            .get(..6)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"proxy-"))
 }
 
 /// `close` and `keep-alive` name no extra header to remove.
@@ -201,8 +228,8 @@ fn new_request_id() -> HeaderValue {
 
 /// The `timeout=N` of a `Keep-Alive` response header: how long the server keeps an idle
 /// connection open.
-pub fn keep_alive_timeout(value: &HeaderValue) -> Option<std::time::Duration> {
-    let v = value.to_str().ok()?;
+pub fn keep_alive_timeout(value: &[u8]) -> Option<std::time::Duration> {
+    let v = std::str::from_utf8(value).ok()?;
     v.split(',').find_map(|p| {
         let (k, n) = p.split_once('=')?;
         k.trim()
@@ -303,7 +330,7 @@ mod tests {
 
     #[test]
     fn keep_alive_timeouts() {
-        let t = |v: &'static str| keep_alive_timeout(&HeaderValue::from_static(v));
+        let t = |v: &'static str| keep_alive_timeout(v.as_bytes());
         assert_eq!(t("max=10"), None);
         assert_eq!(
             t("timeout=5, max=1000"),
@@ -313,6 +340,21 @@ mod tests {
             t("max=10, Timeout = 30"),
             Some(std::time::Duration::from_secs(30))
         );
+    }
+
+    #[test]
+    fn fields_a_backend_connection_names_go() {
+        let mut f = Fields::from_pairs(&[
+            ("Connection", "X-Secret, close"),
+            ("x-secret", "1"),
+            ("x-kept", "2"),
+        ]);
+        strip_connection_named(&mut f);
+        let names: Vec<_> = f.iter().map(|(n, _)| n).collect();
+        assert_eq!(names, [&b"x-kept"[..]]);
+        assert!(is_hop_by_hop_name(b"Proxy-Authenticate"));
+        assert!(is_hop_by_hop_name(b"TE"));
+        assert!(!is_hop_by_hop_name(b"proxy"));
     }
 
     #[test]

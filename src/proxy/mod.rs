@@ -13,6 +13,7 @@ mod error;
 pub mod fields;
 mod forward;
 pub mod headers;
+mod reply;
 mod upgrade;
 pub mod upstream;
 
@@ -21,10 +22,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
-use http::{HeaderValue, Method, Request, Response, Version};
+use http::{HeaderValue, Method, Request, Version};
 
 pub use body::{ClientBody, ProxyBody, UpstreamRequestBody};
 pub use error::ProxyError;
+pub use reply::Reply;
 pub use upstream::ConnPool;
 
 use crate::config::KeySource;
@@ -52,7 +54,7 @@ impl Proxy {
     }
 
     /// Answers one client request; never fails: errors become proxy-made responses.
-    pub async fn handle(&self, req: Request<ClientBody>, client: &Client) -> Response<ProxyBody> {
+    pub async fn handle(&self, req: Request<ClientBody>, client: &Client) -> Reply {
         // One snapshot for the whole request, however long it runs.
         let snapshot = self.live.load_full();
         self.handle_on(&snapshot, req, client).await
@@ -77,7 +79,7 @@ impl Proxy {
         snapshot: &Snapshot,
         req: Request<ClientBody>,
         client: &Client,
-    ) -> Response<ProxyBody> {
+    ) -> Reply {
         let mut outcome = Outcome::new(Instant::now());
         let mut req = req;
         let request_id = headers::request_id(req.headers_mut());
@@ -92,28 +94,26 @@ impl Proxy {
                 .map_or("/", |pq| pq.as_str())
                 .to_owned(),
         });
-        let mut resp = match route_and_forward(snapshot, req, client, &mut outcome).await {
-            Ok(resp) => resp,
+        let mut reply = match route_and_forward(snapshot, req, client, &mut outcome).await {
+            Ok(reply) => reply,
             Err(e) => {
                 outcome.error = Some(e.kind());
-                e.response()
+                e.reply()
             }
         };
-        outcome.status = resp.status().as_u16();
-        if upgrade && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+        outcome.status = reply.status.as_u16();
+        if upgrade && reply.status != http::StatusCode::SWITCHING_PROTOCOLS {
             // A refused switch: close after this answer, so that the framing guard (which
             // stopped checking at the upgrade request) never sees another request here.
-            resp.headers_mut()
-                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            reply.close = true;
         }
         metrics::record(&outcome);
         if let Some(line) = &log_line {
-            let length = http_body::Body::size_hint(resp.body()).exact();
+            let length = http_body::Body::size_hint(&reply.body).exact();
             access_log::write(&outcome, line, length, request_id.to_str().ok());
         }
-        resp.headers_mut()
-            .insert(&headers::X_REQUEST_ID, request_id);
-        resp
+        reply.request_id = Some(request_id);
+        reply
     }
 }
 
@@ -122,7 +122,7 @@ async fn route_and_forward<'s>(
     req: Request<ClientBody>,
     client: &Client,
     outcome: &mut Outcome<'s>,
-) -> Result<Response<ProxyBody>, ProxyError> {
+) -> Result<Reply, ProxyError> {
     let limits = &snapshot.config.limits;
     // 1. The request itself.
     check_request(&req, limits.max_body_bytes)?;
@@ -190,7 +190,7 @@ async fn route_and_forward<'s>(
     // 5. Forward.
     let answer = forward::forward(snapshot, route, pool, overridden, parts, body, outcome).await?;
     // 6. Respond.
-    let resp = match client_upgrade {
+    let reply = match client_upgrade {
         Some(on_client) if answer.head.status == http::StatusCode::SWITCHING_PROTOCOLS => {
             upgrade::tunnel(on_client, answer)
         }
@@ -201,9 +201,9 @@ async fn route_and_forward<'s>(
                 upstream::UpstreamError::Malformed("101 to a request that asked for no switch"),
             ));
         }
-        _ => answer.into_client_response(),
+        _ => answer.into_reply(),
     };
-    Ok(resp)
+    Ok(reply)
 }
 
 /// Refuses what must never be forwarded, before any routing work.

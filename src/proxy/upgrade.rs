@@ -1,16 +1,16 @@
 //! Protocol switches (WebSocket and the like): once the backend answers 101, the two
 //! connections are joined and bytes copied both ways until either side closes.
 
-use http::Response;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 
 use super::body::ProxyBody;
 use super::forward::Answer;
+use super::reply::Reply;
 
 /// Returns the 101 for the client and spawns the tunnel behind it.
-pub fn tunnel(on_client: OnUpgrade, answer: Answer) -> Response<ProxyBody> {
+pub fn tunnel(on_client: OnUpgrade, answer: Answer) -> Reply {
     let Answer {
         head,
         exchange,
@@ -38,8 +38,5 @@ pub fn tunnel(on_client: OnUpgrade, answer: Answer) -> Response<ProxyBody> {
             tracing::debug!(error = %e, "tunnel closed with an error");
         }
     });
-    let mut resp = Response::new(ProxyBody::empty());
-    *resp.status_mut() = head.status;
-    *resp.headers_mut() = head.headers;
-    resp
+    Reply::new(head.status, head.fields, ProxyBody::empty())
 }

@@ -255,7 +255,10 @@ fn service(
         // Boxed once here: hyper moves the service future into place, and the unboxed
         // request state machine is kilobytes.
         Box::pin(async move {
-            let resp = proxy.handle(req.map(ClientBody::Hyper), &client).await;
+            let resp = proxy
+                .handle(req.map(ClientBody::Hyper), &client)
+                .await
+                .into_response();
             Ok::<_, Infallible>(resp.map(|body| inflight::CountedBody {
                 body,
                 _in_flight: in_flight,

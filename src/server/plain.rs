@@ -18,7 +18,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use http::{header, Method, Request, Response, Uri, Version};
+use http::{header, Method, Request, Uri, Version};
 use http_body::Body;
 use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -29,7 +29,7 @@ use tokio::time::Instant;
 use super::framing::{self, Scan};
 use super::guard::{self, ConnShared, GuardLimits};
 use super::{date, inflight, Shared};
-use crate::proxy::{fields, Client, ClientBody, Proxy, ProxyBody, ProxyError};
+use crate::proxy::{fields, Client, ClientBody, Proxy, ProxyError, Reply};
 
 /// What the connection does after this server let go of it.
 #[derive(Debug)]
@@ -147,10 +147,10 @@ pub async fn serve(
         let to_head = req.method() == Method::HEAD;
         let in_flight = inflight::InFlight::start(conn.clone(), shared.clone());
         proxy.refresh(&mut snapshot);
-        let resp = proxy.handle_on(&snapshot, req, client).await;
+        let reply = proxy.handle_on(&snapshot, req, client).await;
         // A drain that began meanwhile closes the connection after this answer.
         let keep_alive = keep_alive && stop.borrow().is_none();
-        let kept = write_response(stream, &mut out, resp, to_head, version, keep_alive).await;
+        let kept = write_response(stream, &mut out, reply, to_head, version, keep_alive).await;
         drop(in_flight);
         if !kept {
             if !buf.is_empty() || maybe_unread(stream) {
@@ -244,8 +244,8 @@ fn parse(buf: &mut BytesMut, max_head: usize) -> Parsed {
     // Room for what the proxy adds: X-Forwarded-*, X-Request-Id.
     let headers = fields::to_map(&head, &spans[..n], 4, |name, value| {
         if name == header::CONNECTION {
-            close |= fields::lists(value, b"close");
-            keep_alive |= fields::lists(value, b"keep-alive");
+            close |= fields::lists(value.as_bytes(), b"close");
+            keep_alive |= fields::lists(value.as_bytes(), b"keep-alive");
         }
         Ok(true)
     });
@@ -265,56 +265,57 @@ fn parse(buf: &mut BytesMut, max_head: usize) -> Parsed {
     Parsed::Plain(request, keep)
 }
 
-/// Writes `resp` to the client; false when the connection must close after it (asked,
+/// Writes `reply` to the client; false when the connection must close after it (asked,
 /// a body that ends with the connection, or a failure).
 async fn write_response(
     stream: &mut TcpStream,
     out: &mut BytesMut,
-    resp: Response<ProxyBody>,
+    reply: Reply,
     to_head: bool,
     version: Version,
     keep_alive: bool,
 ) -> bool {
-    let (parts, mut body) = resp.into_parts();
-    let status = parts.status;
+    let status = reply.status;
     let bodiless = fields::has_no_body(status, to_head);
-    // How the body is delimited: the backend's length, a known one, chunks, or (for an
-    // HTTP/1.0 client) the end of the connection.
-    let mut length = None;
-    let mut chunked = false;
     // The proxy itself may have decided the connection ends here.
-    let mut keep_alive = keep_alive
-        && !parts
-            .headers
-            .get(header::CONNECTION)
-            .is_some_and(|v| fields::lists(v, b"close"));
-    if !bodiless && !parts.headers.contains_key(header::CONTENT_LENGTH) {
-        match body.size_hint().exact() {
-            Some(n) => length = Some(n),
-            None if version == Version::HTTP_11 => chunked = true,
-            None => keep_alive = false,
-        }
-    }
+    let mut keep_alive = keep_alive && !reply.close;
 
     out.clear();
     // One allocation for the head (a new connection's buffer would otherwise grow
     // through several).
-    out.reserve(fields::encoded_len(&parts.headers) + 128);
+    out.reserve(reply.fields.encoded_len() + 160);
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.extend_from_slice(b" ");
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
-    for (name, value) in &parts.headers {
-        if name != header::CONNECTION {
-            fields::put_field(out, name.as_str().as_bytes(), value.as_bytes());
+    let mut dated = false;
+    let mut has_length = false;
+    for (name, value) in reply.fields.iter() {
+        if reply.passes(name) {
+            fields::put_field(out, name, value);
+            dated |= name.eq_ignore_ascii_case(b"date");
+            has_length |= name.eq_ignore_ascii_case(b"content-length");
         }
     }
-    if !parts.headers.contains_key(header::DATE) {
+    if let Some(id) = &reply.request_id {
+        fields::put_field(out, b"x-request-id", id.as_bytes());
+    }
+    if !dated {
         date::with(|now| fields::put_field(out, b"date", now));
     }
-    if let Some(n) = length {
-        fields::put_field(out, b"content-length", fields::decimal(n, &mut [0u8; 20]));
+    // How the body is delimited: the backend's length, a known one, chunks, or (for an
+    // HTTP/1.0 client) the end of the connection.
+    let mut chunked = false;
+    let mut body = reply.body;
+    if !bodiless && !has_length {
+        match body.size_hint().exact() {
+            Some(n) => {
+                fields::put_field(out, b"content-length", fields::decimal(n, &mut [0u8; 20]))
+            }
+            None if version == Version::HTTP_11 => chunked = true,
+            None => keep_alive = false,
+        }
     }
     if chunked {
         fields::put_field(out, b"transfer-encoding", b"chunked");

@@ -8,11 +8,11 @@ use std::mem::MaybeUninit;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header;
-use http::{HeaderMap, StatusCode};
+use http::StatusCode;
 
 use super::UpstreamError;
-use crate::proxy::{fields, headers};
+use crate::proxy::fields::{self, Fields};
+use crate::proxy::headers;
 
 /// Most header fields a backend's response may carry (hyper's bound).
 const MAX_HEADERS: usize = 100;
@@ -27,14 +27,14 @@ const MAX_TRAILERS: usize = 16 * 1024;
 #[derive(Debug)]
 pub struct Head {
     pub status: StatusCode,
-    pub headers: HeaderMap,
+    pub fields: Fields,
     pub framing: Framing,
     /// Whether the backend lets the connection carry another request.
     pub keep_alive: bool,
     /// How long the backend keeps an idle connection open, if it says
     /// (`Keep-Alive: timeout=N`).
     pub idle_for: Option<Duration>,
-    /// Hop-by-hop fields are left out of `headers`, unless `Connection` names more
+    /// Hop-by-hop fields are left out of `fields`, unless `Connection` names more
     /// fields than the standard ones: then it is kept, for the caller to strip.
     pub names_more: bool,
 }
@@ -94,29 +94,39 @@ pub fn parse_head(buf: &mut BytesMut, to_head: bool) -> Result<Option<Head>, Ups
     // Hop-by-hop fields end here, but for a protocol switch, which the client must see
     // whole; or for a Connection that names other fields, which the caller strips.
     let switching = status == StatusCode::SWITCHING_PROTOCOLS;
-    // Room for the request id the client gets.
-    let mut headers = fields::to_map(&bytes, &spans[..n], 1, |name, value| {
-        if name == header::CONTENT_LENGTH {
-            let v = fields::content_length(value.as_bytes()).ok_or("invalid Content-Length")?;
+    let mut kept = Vec::with_capacity(n);
+    for &span in &spans[..n] {
+        let [ns, nl, vs, vl] = span.map(usize::from);
+        let (name, value) = (&bytes[ns..ns + nl], &bytes[vs..vs + vl]);
+        let keep = if name.eq_ignore_ascii_case(b"content-length") {
+            let v = fields::content_length(value)
+                .ok_or(UpstreamError::Malformed("invalid Content-Length"))?;
             if length.is_some_and(|l| l != v) {
-                return Err("conflicting Content-Length");
+                return Err(UpstreamError::Malformed("conflicting Content-Length"));
             }
             length = Some(v);
-        } else if name == header::TRANSFER_ENCODING {
+            true
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             // Only the last coding matters: chunked if it is chunked, else the body
             // runs until the connection closes (RFC 9112 6.3, rule 4).
-            chunked = Some(fields::ends_in_chunked(value.as_bytes()));
-        } else if name == header::CONNECTION {
+            chunked = Some(fields::ends_in_chunked(value));
+            switching
+        } else if name.eq_ignore_ascii_case(b"connection") {
             keep_alive &= !fields::lists(value, b"close");
-            let named = !headers::is_std_hop(value.as_bytes());
+            let named = !headers::is_std_hop(value);
             names_more |= named;
-            return Ok(switching || named);
-        } else if name.as_str() == "keep-alive" {
+            switching || named
+        } else if name.eq_ignore_ascii_case(b"keep-alive") {
             idle_for = headers::keep_alive_timeout(value);
+            switching
+        } else {
+            switching || !headers::is_hop_by_hop_name(name)
+        };
+        if keep {
+            kept.push(span);
         }
-        Ok(switching || !headers::is_hop_by_hop(name))
-    })
-    .map_err(UpstreamError::Malformed)?;
+    }
+    let mut fields = Fields::new(bytes, kept);
 
     let bodiless = fields::has_no_body(status, to_head);
     let framing = match (chunked, length) {
@@ -130,7 +140,7 @@ pub fn parse_head(buf: &mut BytesMut, to_head: bool) -> Result<Option<Head>, Ups
     if chunked.is_some() && !bodiless {
         // The body is re-framed for the client; a Content-Length beside
         // Transfer-Encoding is wrong and must not travel on (RFC 9112 6.3, rule 3).
-        headers.remove(header::CONTENT_LENGTH);
+        fields.retain(|name, _| !name.eq_ignore_ascii_case(b"content-length"));
     }
     if framing == Framing::UntilClose {
         keep_alive = false;
@@ -139,7 +149,7 @@ pub fn parse_head(buf: &mut BytesMut, to_head: bool) -> Result<Option<Head>, Ups
         idle_for,
         names_more,
         status,
-        headers,
+        fields,
         framing,
         keep_alive,
     }))
