@@ -1,8 +1,7 @@
 //! The HTTP/1 wire format both of cutover's own ends share (its server for clients and
-//! its client for backends): header fields as httparse found them, made into a
-//! `HeaderMap` without copying a value (the head's bytes are frozen once and every
-//! value is a slice of them); fields, lengths and chunks written back out; and which
-//! answers carry no body.
+//! its client for backends): header fields as httparse found them, kept as the head's
+//! frozen bytes and where each field lies in them ([`Fields`]); fields, lengths and
+//! chunks written back out; and which answers carry no body.
 
 use bytes::{Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
@@ -30,34 +29,6 @@ pub fn spans(head: &[u8], fields: &[httparse::Header<'_>], out: &mut [Span]) -> 
         ];
     }
     fields.len().min(out.len())
-}
-
-/// The fields at `spans` of the frozen `head`, in order, each shown first to `visit`,
-/// which says whether to keep it (or refuses the head). The map has room for `more`
-/// fields beyond these, so that the proxy's own additions do not make it grow (and
-/// rehash).
-pub fn to_map(
-    head: &Bytes,
-    spans: &[Span],
-    more: usize,
-    mut visit: impl FnMut(&HeaderName, &HeaderValue) -> Result<bool, &'static str>,
-) -> Result<HeaderMap, &'static str> {
-    let mut map = HeaderMap::with_capacity(spans.len() + more);
-    for &[ns, nl, vs, vl] in spans {
-        let (ns, nl, vs, vl) = (
-            usize::from(ns),
-            usize::from(nl),
-            usize::from(vs),
-            usize::from(vl),
-        );
-        let name = HeaderName::from_bytes(&head[ns..ns + nl]).map_err(|_| "invalid header name")?;
-        let value = HeaderValue::from_maybe_shared(head.slice(vs..vs + vl))
-            .map_err(|_| "invalid header value")?;
-        if visit(&name, &value)? {
-            map.append(name, value);
-        }
-    }
-    Ok(map)
 }
 
 /// A head's fields as they came off the wire: its frozen bytes, and where each field
@@ -103,6 +74,18 @@ impl Fields {
 
     pub fn contains(&self, name: &str) -> bool {
         self.get(name).is_some()
+    }
+
+    /// Every value of the field `name` (lower case), in order.
+    pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| v)
+    }
+
+    /// `part` (a value these fields gave out) as a share of the head, not a copy.
+    pub fn share(&self, part: &[u8]) -> Bytes {
+        self.head.slice_ref(part)
     }
 
     /// Keeps only the fields `keep` says yes to.
@@ -156,6 +139,16 @@ fn field_at(head: &[u8], [ns, nl, vs, vl]: Span) -> (&[u8], &[u8]) {
         usize::from(vl),
     );
     (&head[ns..ns + nl], &head[vs..vs + vl])
+}
+
+/// A field value as text, when it is all visible ASCII (what `HeaderValue::to_str`
+/// accepts).
+pub fn visible_str(value: &[u8]) -> Option<&str> {
+    value
+        .iter()
+        .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
+        .then(|| std::str::from_utf8(value).ok())
+        .flatten()
 }
 
 /// Whether a comma-separated field value lists `token` (case-insensitive).
@@ -267,7 +260,7 @@ mod tests {
         let mut out = [[0u16; 4]; 4];
         let n = spans(raw, parsed, &mut out);
         let head = Bytes::from_static(raw);
-        let map = to_map(&head, &out[..n], 0, |_, _| Ok(true)).unwrap_or_default();
+        let map = Fields::new(head, out[..n].to_vec()).to_map(0);
         assert_eq!(map.get("x-a").map(HeaderValue::as_bytes), Some(&b"1"[..]));
         assert_eq!(map.get("x-b").map(HeaderValue::as_bytes), Some(&b"two"[..]));
     }

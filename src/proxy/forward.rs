@@ -10,14 +10,13 @@ use std::pin::pin;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use http::request::Parts;
-use http::{Method, Uri, Version};
+use http::Method;
 
 use super::body::{InFlight, ProxyBody, UpstreamBody, UpstreamRequestBody};
 use super::error::ProxyError;
 use super::headers;
 use super::reply::Reply;
-use super::upstream::{self, Exchange, Head, UpstreamError};
+use super::upstream::{self, Exchange, Head, Outgoing, UpstreamError};
 use crate::metrics::Outcome;
 use crate::routing::{Route, Snapshot};
 
@@ -34,19 +33,12 @@ pub async fn forward<'s>(
     route: &'s Route,
     first_pool: usize,
     overridden: bool,
-    mut parts: Parts,
+    head: Outgoing,
     body: UpstreamRequestBody,
     outcome: &mut Outcome<'s>,
 ) -> Result<Answer, ProxyError> {
     let limits = &snapshot.config.limits;
-    // Backends speak origin-form HTTP/1.1 whatever the client spoke.
-    parts.version = Version::HTTP_11;
-    if parts.uri.authority().is_some() || parts.uri.scheme().is_some() {
-        let pq = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        parts.uri =
-            Uri::try_from(pq).map_err(|_| ProxyError::BadRequest("invalid request target"))?;
-    }
-    let replayable = limits.retries > 0 && is_idempotent(&parts.method) && body.is_empty();
+    let replayable = limits.retries > 0 && is_idempotent(&head.method) && body.is_empty();
     let mut request_body = Some(body);
 
     let mut pool_i = first_pool;
@@ -103,7 +95,7 @@ pub async fn forward<'s>(
                 continue;
             }
         };
-        let mut exchange = Exchange::new(conn, &parts, body);
+        let mut exchange = Exchange::new(conn, &head, body);
         let sent = Instant::now();
         let result = head_within(limits.response_timeout, &mut exchange).await;
         outcome.upstream = Some(sent.elapsed());

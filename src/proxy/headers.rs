@@ -2,7 +2,7 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-use super::fields::Fields;
+use super::fields::{self, Fields};
 
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -138,7 +138,7 @@ pub fn connection_upgrade(connection: &[u8]) -> bool {
     tokens(connection).any(|t| t.eq_ignore_ascii_case(b"upgrade"))
 }
 
-fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+pub fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value
         .split(|&b| b == b',')
         .map(<[u8]>::trim_ascii)
@@ -199,21 +199,23 @@ pub fn set_forwarded(
     };
 }
 
-/// The client's `X-Request-Id` if it is 1-128 characters of `[A-Za-z0-9._:-]`, else a
-/// new random one; written back into `headers` either way.
-pub fn request_id(headers: &mut HeaderMap) -> HeaderValue {
-    if let Some(v) = headers.get(&X_REQUEST_ID) {
-        let b = v.as_bytes();
-        let sane = (1..=128).contains(&b.len())
-            && b.iter()
-                .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b':' | b'-'));
-        if sane && headers.get_all(&X_REQUEST_ID).iter().count() == 1 {
-            return v.clone();
-        }
+/// The request's id: the client's `X-Request-Id` when it sent exactly one, of 1-128
+/// characters of `[A-Za-z0-9._:-]`; else a new random one. `keep` makes the value of
+/// the one kept.
+pub fn request_id<V: AsRef<[u8]>>(
+    mut sent: impl Iterator<Item = V>,
+    keep: impl FnOnce(V) -> Option<HeaderValue>,
+) -> HeaderValue {
+    match (sent.next(), sent.next()) {
+        (Some(v), None) if is_sane_request_id(v.as_ref()) => keep(v).unwrap_or_else(new_request_id),
+        _ => new_request_id(),
     }
-    let id = new_request_id();
-    headers.insert(&X_REQUEST_ID, id.clone());
-    id
+}
+
+fn is_sane_request_id(v: &[u8]) -> bool {
+    (1..=128).contains(&v.len())
+        && v.iter()
+            .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b':' | b'-'))
 }
 
 fn new_request_id() -> HeaderValue {
@@ -257,11 +259,9 @@ pub fn join_cookies(headers: &mut HeaderMap) {
 }
 
 /// The value of cookie `name` in the request's `Cookie` headers.
-pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
+pub fn cookie<'a>(fields: impl Iterator<Item = &'a [u8]>, name: &str) -> Option<&'a str> {
+    fields
+        .filter_map(fields::visible_str)
         .flat_map(|v| v.split(';'))
         .find_map(|pair| {
             let (k, v) = pair.trim().split_once('=')?;
@@ -314,18 +314,15 @@ mod tests {
 
     #[test]
     fn request_id_rules() {
-        let mut h = HeaderMap::new();
-        h.insert(&X_REQUEST_ID, HeaderValue::from_static("abc-123:x.y_z"));
-        assert_eq!(request_id(&mut h), "abc-123:x.y_z");
-        let mut h = HeaderMap::new();
-        h.insert(&X_REQUEST_ID, HeaderValue::from_static("has space"));
-        let id = request_id(&mut h);
-        assert_eq!(id.len(), 32);
-        assert_eq!(h.get(&X_REQUEST_ID), Some(&id));
-        let long = "a".repeat(129);
-        let mut h = HeaderMap::new();
-        h.insert(&X_REQUEST_ID, HeaderValue::from_str(&long).expect("ascii"));
-        assert_ne!(request_id(&mut h), long.as_str());
+        let id = |sent: &[&'static str]| {
+            request_id(sent.iter().copied(), |v| Some(HeaderValue::from_static(v)))
+        };
+        assert_eq!(id(&["abc-123:x.y_z"]), "abc-123:x.y_z");
+        assert_eq!(id(&["has space"]).len(), 32);
+        assert_eq!(id(&[]).len(), 32);
+        assert_ne!(id(&["a", "b"]), "a");
+        let long: &'static str = "a".repeat(129).leak();
+        assert_ne!(id(&[long]), long);
     }
 
     #[test]
@@ -364,7 +361,8 @@ mod tests {
             header::COOKIE,
             HeaderValue::from_static("a=1; uid=u-42; b=2"),
         );
-        assert_eq!(cookie(&h, "uid"), Some("u-42"));
-        assert_eq!(cookie(&h, "x"), None);
+        let all = || h.get_all(header::COOKIE).iter().map(HeaderValue::as_bytes);
+        assert_eq!(cookie(all(), "uid"), Some("u-42"));
+        assert_eq!(cookie(all(), "x"), None);
     }
 }

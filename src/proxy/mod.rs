@@ -13,6 +13,7 @@ mod error;
 pub mod fields;
 mod forward;
 pub mod headers;
+mod incoming;
 mod reply;
 mod upgrade;
 pub mod upstream;
@@ -26,6 +27,7 @@ use http::{HeaderValue, Method, Request, Version};
 
 pub use body::{ClientBody, ProxyBody, UpstreamRequestBody};
 pub use error::ProxyError;
+pub use incoming::{Incoming, RawRequest};
 pub use reply::Reply;
 pub use upstream::ConnPool;
 
@@ -73,28 +75,29 @@ impl Proxy {
         self.live.load_full()
     }
 
-    /// [`Proxy::handle`] on a snapshot the caller holds.
+    /// [`Proxy::handle`] on a snapshot the caller holds, for a request either server
+    /// parsed.
     pub async fn handle_on(
         &self,
         snapshot: &Snapshot,
-        req: Request<ClientBody>,
+        req: impl Incoming,
         client: &Client,
     ) -> Reply {
         let mut outcome = Outcome::new(Instant::now());
-        let mut req = req;
-        let request_id = headers::request_id(req.headers_mut());
-        let upgrade = req.version() == Version::HTTP_11 && headers::wants_upgrade(req.headers());
+        let request_id = req.request_id();
+        let upgrade = req.wants_upgrade();
         let log_line = snapshot.config.access_log.then(|| access_log::RequestLine {
             client: client.peer,
             method: req.method().clone(),
-            host: request_host(&req),
+            host: req.host().and_then(|h| HeaderValue::from_bytes(h).ok()),
             path: req
                 .uri()
                 .path_and_query()
                 .map_or("/", |pq| pq.as_str())
                 .to_owned(),
         });
-        let mut reply = match route_and_forward(snapshot, req, client, &mut outcome).await {
+        let result = route_and_forward(snapshot, req, client, &request_id, &mut outcome).await;
+        let mut reply = match result {
             Ok(reply) => reply,
             Err(e) => {
                 outcome.error = Some(e.kind());
@@ -119,20 +122,17 @@ impl Proxy {
 
 async fn route_and_forward<'s>(
     snapshot: &'s Snapshot,
-    req: Request<ClientBody>,
+    req: impl Incoming,
     client: &Client,
+    request_id: &HeaderValue,
     outcome: &mut Outcome<'s>,
 ) -> Result<Reply, ProxyError> {
     let limits = &snapshot.config.limits;
     // 1. The request itself.
     check_request(&req, limits.max_body_bytes)?;
-    let host = request_host(&req);
     // 2. Route.
     let route = snapshot
-        .route(
-            host.as_ref().and_then(|h| h.to_str().ok()),
-            req.uri().path(),
-        )
+        .route(req.host().and_then(fields::visible_str), req.uri().path())
         .ok_or(ProxyError::NoRoute)?;
     outcome.route = Some(&route.name);
     // 3. Pool.
@@ -157,40 +157,13 @@ async fn route_and_forward<'s>(
         }
     };
     // 4. The head the backend gets.
-    let (mut parts, body) = req.into_parts();
-    let upgrade = parts.version == Version::HTTP_11 && headers::wants_upgrade(&parts.headers);
-    let client_upgrade = upgrade
-        .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>())
-        .flatten();
-    headers::strip_hop_by_hop(&mut parts.headers, upgrade);
-    if upgrade {
-        headers::drop_h2c(&mut parts.headers);
-    }
-    if parts.version == Version::HTTP_2 {
-        // HTTP/2 may split cookies into several fields; HTTP/1.1 wants one (RFC 9113 8.2.3).
-        headers::join_cookies(&mut parts.headers);
-    }
-    headers::set_forwarded(
-        &mut parts.headers,
-        &client.ip,
-        if client.tls { "https" } else { "http" },
-        host.clone(),
-    );
-    if !parts.headers.contains_key(http::header::HOST) {
-        if let Some(h) = host {
-            parts.headers.insert(http::header::HOST, h);
-        }
-    } else if parts.uri.authority().is_some() {
-        // Absolute form: the authority is the host (RFC 9112 3.2.2).
-        if let Some(h) = host {
-            parts.headers.insert(http::header::HOST, h);
-        }
-    }
-    let body = UpstreamRequestBody::new(body, limits.max_body_bytes, limits.idle_timeout);
+    let up = req.into_upstream(client, request_id);
+    let body = UpstreamRequestBody::new(up.body, limits.max_body_bytes, limits.idle_timeout);
     // 5. Forward.
-    let answer = forward::forward(snapshot, route, pool, overridden, parts, body, outcome).await?;
+    let answer =
+        forward::forward(snapshot, route, pool, overridden, up.head, body, outcome).await?;
     // 6. Respond.
-    let reply = match client_upgrade {
+    let reply = match up.on_upgrade {
         Some(on_client) if answer.head.status == http::StatusCode::SWITCHING_PROTOCOLS => {
             upgrade::tunnel(on_client, answer)
         }
@@ -207,7 +180,7 @@ async fn route_and_forward<'s>(
 }
 
 /// Refuses what must never be forwarded, before any routing work.
-fn check_request(req: &Request<ClientBody>, max_body: Option<u64>) -> Result<(), ProxyError> {
+fn check_request(req: &impl Incoming, max_body: Option<u64>) -> Result<(), ProxyError> {
     if req.method() == Method::CONNECT {
         return Err(ProxyError::BadRequest(
             "CONNECT is not supported: cutover is not a forward proxy",
@@ -215,11 +188,14 @@ fn check_request(req: &Request<ClientBody>, max_body: Option<u64>) -> Result<(),
     }
     if req.version() == Version::HTTP_11
         && req.uri().authority().is_none()
-        && !req.headers().contains_key(http::header::HOST)
+        && req.field(&http::header::HOST).is_none()
     {
         return Err(ProxyError::BadRequest("HTTP/1.1 request without Host"));
     }
-    if let (Some(limit), Some(len)) = (max_body, declared_length(req)) {
+    let declared = req
+        .field(&http::header::CONTENT_LENGTH)
+        .and_then(fields::content_length);
+    if let (Some(limit), Some(len)) = (max_body, declared) {
         if len > limit {
             return Err(ProxyError::BodyTooLarge);
         }
@@ -227,34 +203,15 @@ fn check_request(req: &Request<ClientBody>, max_body: Option<u64>) -> Result<(),
     Ok(())
 }
 
-fn declared_length(req: &Request<ClientBody>) -> Option<u64> {
-    req.headers()
-        .get(http::header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
-}
-
-/// The host the client asked for: the authority of an absolute-form (or HTTP/2)
-/// request, else the Host header. Kept as sent, port included.
-fn request_host(req: &Request<ClientBody>) -> Option<HeaderValue> {
-    if let Some(a) = req.uri().authority() {
-        return HeaderValue::from_str(a.as_str()).ok();
-    }
-    req.headers().get(http::header::HOST).cloned()
-}
-
 /// The value a route reads from the request for `sticky` or `override`.
 fn key_value<'r>(
     source: &KeySource,
-    req: &'r Request<ClientBody>,
+    req: &'r impl Incoming,
     client: &'r Client,
 ) -> Option<&'r str> {
     let v = match source {
-        KeySource::Header(name) => req.headers().get(name)?.to_str().ok()?,
-        KeySource::Cookie(name) => headers::cookie(req.headers(), name)?,
+        KeySource::Header(name) => fields::visible_str(req.field(name)?)?,
+        KeySource::Cookie(name) => headers::cookie(req.cookies(), name)?,
         KeySource::ClientIp => client.ip.to_str().ok()?,
     };
     (!v.is_empty()).then_some(v)

@@ -18,7 +18,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use http::{header, Method, Request, Uri, Version};
+use http::{Method, Uri, Version};
 use http_body::Body;
 use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -29,7 +29,8 @@ use tokio::time::Instant;
 use super::framing::{self, Scan};
 use super::guard::{self, ConnShared, GuardLimits};
 use super::{date, inflight, Shared};
-use crate::proxy::{fields, Client, ClientBody, Proxy, ProxyError, Reply};
+use crate::proxy::fields::{self, Fields};
+use crate::proxy::{Client, Proxy, ProxyError, RawRequest, Reply};
 
 /// What the connection does after this server let go of it.
 #[derive(Debug)]
@@ -143,8 +144,8 @@ pub async fn serve(
             }
         };
 
-        let version = req.version();
-        let to_head = req.method() == Method::HEAD;
+        let version = req.version;
+        let to_head = req.method == Method::HEAD;
         let in_flight = inflight::InFlight::start(conn.clone(), shared.clone());
         proxy.refresh(&mut snapshot);
         let reply = proxy.handle_on(&snapshot, req, client).await;
@@ -168,15 +169,13 @@ pub async fn serve(
 }
 
 #[derive(Debug)]
-// Matched as soon as it is returned; boxing the request would cost an allocation each.
-#[allow(clippy::large_enum_variant)]
 enum Parsed {
     /// A plain request, and whether the client keeps the connection open after it.
-    Plain(Request<ClientBody>, bool),
+    Plain(RawRequest, bool),
     Partial,
     /// Not for this server: hyper and the guard take it as it is.
     Other,
-    /// Framed right but unusable (a target or field hyper would refuse too).
+    /// Framed right but unusable (a target hyper would refuse too).
     Bad(&'static str),
 }
 
@@ -239,28 +238,23 @@ fn parse(buf: &mut BytesMut, max_head: usize) -> Parsed {
     let Ok(uri) = Uri::from_maybe_shared(head.slice(path_at..path_at + path_len)) else {
         return Parsed::Bad("invalid request target");
     };
+    let fields = Fields::new(head, spans[..n].to_vec());
     let mut close = false;
     let mut keep_alive = false;
-    // Room for what the proxy adds: X-Forwarded-*, X-Request-Id.
-    let headers = fields::to_map(&head, &spans[..n], 4, |name, value| {
-        if name == header::CONNECTION {
-            close |= fields::lists(value.as_bytes(), b"close");
-            keep_alive |= fields::lists(value.as_bytes(), b"keep-alive");
-        }
-        Ok(true)
-    });
-    let Ok(headers) = headers else {
-        return Parsed::Bad("invalid header field");
-    };
-    let mut request = Request::new(ClientBody::Empty);
-    *request.method_mut() = method;
-    *request.uri_mut() = uri;
-    *request.version_mut() = version;
-    *request.headers_mut() = headers;
+    for value in fields.all("connection") {
+        close |= fields::lists(value, b"close");
+        keep_alive |= fields::lists(value, b"keep-alive");
+    }
     let keep = if version == Version::HTTP_11 {
         !close
     } else {
         keep_alive && !close
+    };
+    let request = RawRequest {
+        method,
+        version,
+        uri,
+        fields,
     };
     Parsed::Plain(request, keep)
 }

@@ -58,18 +58,27 @@ enum Upload {
     Failed,
 }
 
+/// A request head as a backend gets it, encoded once: origin form, HTTP/1.1, fields
+/// already rewritten. A retry writes the same bytes again.
+#[derive(Debug)]
+pub struct Outgoing {
+    pub method: http::Method,
+    pub head: Bytes,
+    /// The body travels chunked: its length is unknown (the client's own framing was a
+    /// hop-by-hop matter, and HTTP/2 has none).
+    pub chunked: bool,
+}
+
 impl Exchange {
-    /// Starts an exchange: the head is encoded now, and leaves with the first poll.
-    pub fn new(mut conn: Conn, head: &Parts, body: UpstreamRequestBody) -> Self {
-        // A body of unknown length travels chunked (the client's own framing was a
-        // hop-by-hop matter, and HTTP/2 has none).
-        let chunked = !body.is_empty() && !head.headers.contains_key(header::CONTENT_LENGTH);
-        encode_head(head, chunked, &mut conn.wbuf);
+    /// Starts an exchange: the head leaves with the first poll.
+    pub fn new(mut conn: Conn, head: &Outgoing, body: UpstreamRequestBody) -> Self {
+        conn.wbuf.clear();
+        conn.wbuf.extend_from_slice(&head.head);
         Exchange {
             conn,
             upload: Upload::Sending {
                 body: (!body.is_empty()).then_some(body),
-                chunked,
+                chunked: head.chunked,
                 wrote: false,
             },
             to_head: head.method == http::Method::HEAD,
@@ -276,24 +285,31 @@ enum UploadError {
     Io { error: io::Error, wrote: bool },
 }
 
-/// The request head in origin form, HTTP/1.1, fields as they are in the map.
-fn encode_head(head: &Parts, chunked: bool, out: &mut BytesMut) {
-    let target = head.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    out.clear();
-    out.reserve(
-        head.method.as_str().len() + target.len() + fields::encoded_len(&head.headers) + 48,
-    );
-    out.extend_from_slice(head.method.as_str().as_bytes());
-    out.put_u8(b' ');
-    out.extend_from_slice(target.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in &head.headers {
-        fields::put_field(out, name.as_str().as_bytes(), value.as_bytes());
+impl Outgoing {
+    /// The head of a request hyper parsed, its fields as they are in the map; `target`
+    /// in origin form.
+    pub fn encode(parts: &Parts, target: &str, has_body: bool) -> Self {
+        let chunked = has_body && !parts.headers.contains_key(header::CONTENT_LENGTH);
+        let mut out = BytesMut::with_capacity(
+            parts.method.as_str().len() + target.len() + fields::encoded_len(&parts.headers) + 48,
+        );
+        out.extend_from_slice(parts.method.as_str().as_bytes());
+        out.put_u8(b' ');
+        out.extend_from_slice(target.as_bytes());
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        for (name, value) in &parts.headers {
+            fields::put_field(&mut out, name.as_str().as_bytes(), value.as_bytes());
+        }
+        if chunked {
+            fields::put_field(&mut out, b"transfer-encoding", b"chunked");
+        }
+        out.extend_from_slice(b"\r\n");
+        Outgoing {
+            method: parts.method.clone(),
+            head: out.freeze(),
+            chunked,
+        }
     }
-    if chunked {
-        fields::put_field(out, b"transfer-encoding", b"chunked");
-    }
-    out.extend_from_slice(b"\r\n");
 }
 
 #[cfg(test)]
@@ -310,10 +326,10 @@ mod tests {
             .map(http::Request::into_parts)
             .unwrap_or_else(|_| unreachable!());
         parts.version = http::Version::HTTP_10;
-        let mut out = BytesMut::new();
-        encode_head(&parts, true, &mut out);
+        let out = Outgoing::encode(&parts, "/a?b=1", true);
+        assert!(out.chunked);
         assert_eq!(
-            &out[..],
+            &out.head[..],
             b"POST /a?b=1 HTTP/1.1\r\nhost: example\r\ntransfer-encoding: chunked\r\n\r\n"
         );
     }

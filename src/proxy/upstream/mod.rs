@@ -24,7 +24,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-pub use exchange::Exchange;
+pub use exchange::{Exchange, Outgoing};
 pub use response::Head;
 
 use super::body::RequestBodyError;
