@@ -10,11 +10,11 @@
 //! Anything else (a body, an upgrade, a head the guard would refuse, HTTP/2) is handed
 //! to hyper behind the guard, with every byte read so far.
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{ready, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
@@ -111,19 +111,29 @@ pub async fn serve(
                 if stop.borrow().is_some() {
                     return Next::Close;
                 }
-                let read = loop {
-                    tokio::select! {
-                        r = stream.read_buf(buf) => break r,
-                        () = park_clock.as_mut() => {
+                // This wait comes once per request, so it polls the read and the park
+                // clock only. A drain reaches an idle connection when it parks, within
+                // `park_after`: the parked state watches for it.
+                let idle = {
+                    let mut reading = std::pin::pin!(stream.read_buf(buf));
+                    poll_fn(|cx| {
+                        if let Poll::Ready(r) = reading.as_mut().poll(cx) {
+                            return Poll::Ready(Some(r));
+                        }
+                        loop {
+                            ready!(park_clock.as_mut().poll(cx));
                             let due = idle_since + park_after;
                             if Instant::now() >= due {
-                                *buf = BytesMut::new();
-                                return Next::Parked(idle_since);
+                                return Poll::Ready(None);
                             }
                             park_clock.as_mut().reset(due);
                         }
-                        _ = stop.changed() => return Next::Close,
-                    }
+                    })
+                    .await
+                };
+                let Some(read) = idle else {
+                    *buf = BytesMut::new();
+                    return Next::Parked(idle_since);
                 };
                 head_started = Instant::now();
                 read
