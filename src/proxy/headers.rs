@@ -199,16 +199,67 @@ pub fn set_forwarded(
     };
 }
 
-/// The request's id: the client's `X-Request-Id` when it sent exactly one, of 1-128
-/// characters of `[A-Za-z0-9._:-]`; else a new random one. `keep` makes the value of
-/// the one kept.
-pub fn request_id<V: AsRef<[u8]>>(
-    mut sent: impl Iterator<Item = V>,
-    keep: impl FnOnce(V) -> Option<HeaderValue>,
-) -> HeaderValue {
-    match (sent.next(), sent.next()) {
-        (Some(v), None) if is_sane_request_id(v.as_ref()) => keep(v).unwrap_or_else(new_request_id),
-        _ => new_request_id(),
+/// A request's id: the client's own, or one made here. A made one is kept inline: most
+/// requests come without an id, and making one should cost no allocation.
+#[derive(Debug, Clone)]
+pub enum RequestId {
+    Sent(HeaderValue),
+    Made([u8; 32]),
+}
+
+impl RequestId {
+    /// The client's `X-Request-Id` when it sent exactly one, of 1-128 characters of
+    /// `[A-Za-z0-9._:-]`; else a new random one. `keep` makes the value of the one kept.
+    pub fn choose<V: AsRef<[u8]>>(
+        mut sent: impl Iterator<Item = V>,
+        keep: impl FnOnce(V) -> Option<HeaderValue>,
+    ) -> Self {
+        match (sent.next(), sent.next()) {
+            (Some(v), None) if is_sane_request_id(v.as_ref()) => {
+                keep(v).map_or_else(RequestId::new, RequestId::Sent)
+            }
+            _ => RequestId::new(),
+        }
+    }
+
+    /// 128 random bits in hex. Ids must be unique, not unguessable: a fast generator,
+    /// seeded from the OS once per thread, is enough.
+    fn new() -> Self {
+        use rand::{RngCore, SeedableRng};
+        thread_local! {
+            static RNG: std::cell::RefCell<rand::rngs::SmallRng> =
+                std::cell::RefCell::new(rand::rngs::SmallRng::from_os_rng());
+        }
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut raw = [0u8; 16];
+        RNG.with(|rng| rng.borrow_mut().fill_bytes(&mut raw));
+        let mut out = [0u8; 32];
+        for (pair, byte) in out.chunks_exact_mut(2).zip(raw) {
+            pair[0] = HEX[usize::from(byte >> 4)];
+            pair[1] = HEX[usize::from(byte & 15)];
+        }
+        RequestId::Made(out)
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            RequestId::Sent(v) => v.as_bytes(),
+            RequestId::Made(b) => b,
+        }
+    }
+
+    /// Always ASCII: a sent id passed the check, a made one is hex.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(self.as_bytes()).unwrap_or_default()
+    }
+
+    pub fn to_value(&self) -> HeaderValue {
+        match self {
+            RequestId::Sent(v) => v.clone(),
+            RequestId::Made(b) => {
+                HeaderValue::from_bytes(b).unwrap_or_else(|_| HeaderValue::from_static("0"))
+            }
+        }
     }
 }
 
@@ -216,16 +267,6 @@ fn is_sane_request_id(v: &[u8]) -> bool {
     (1..=128).contains(&v.len())
         && v.iter()
             .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b':' | b'-'))
-}
-
-fn new_request_id() -> HeaderValue {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let n: u128 = rand::random();
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = HEX[((n >> (i * 4)) & 0xf) as usize];
-    }
-    HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 /// The `timeout=N` of a `Keep-Alive` response header: how long the server keeps an idle
@@ -315,11 +356,14 @@ mod tests {
     #[test]
     fn request_id_rules() {
         let id = |sent: &[&'static str]| {
-            request_id(sent.iter().copied(), |v| Some(HeaderValue::from_static(v)))
+            let id = RequestId::choose(sent.iter().copied(), |v| Some(HeaderValue::from_static(v)));
+            id.as_str().to_owned()
         };
         assert_eq!(id(&["abc-123:x.y_z"]), "abc-123:x.y_z");
-        assert_eq!(id(&["has space"]).len(), 32);
-        assert_eq!(id(&[]).len(), 32);
+        let made = id(&["has space"]);
+        assert_eq!(made.len(), 32);
+        assert!(made.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_ne!(id(&[]), id(&[]));
         assert_ne!(id(&["a", "b"]), "a");
         let long: &'static str = "a".repeat(129).leak();
         assert_ne!(id(&[long]), long);

@@ -10,7 +10,7 @@ use hyper::upgrade::OnUpgrade;
 
 use super::body::ClientBody;
 use super::fields::{self, Fields};
-use super::headers::{self, X_FORWARDED_FOR, X_REQUEST_ID};
+use super::headers::{self, RequestId, X_FORWARDED_FOR, X_REQUEST_ID};
 use super::upstream::Outgoing;
 use super::Client;
 
@@ -28,10 +28,10 @@ pub trait Incoming {
     /// Whether the request asks to switch protocols (see [`headers::wants_upgrade`]).
     fn wants_upgrade(&self) -> bool;
     /// The id the request is known by: the client's, when sane, else a new one.
-    fn request_id(&self) -> HeaderValue;
+    fn request_id(&self) -> RequestId;
     /// The head the backend gets (hop-by-hop fields gone, `X-Forwarded-*` and
     /// `X-Request-Id` set), the body, and the client side of an upgrade.
-    fn into_upstream(self, client: &Client, request_id: &HeaderValue) -> Upstream;
+    fn into_upstream(self, client: &Client, request_id: &RequestId) -> Upstream;
 }
 
 /// What goes to the backend.
@@ -85,12 +85,12 @@ impl Incoming for Request<ClientBody> {
         Request::version(self) == Version::HTTP_11 && headers::wants_upgrade(self.headers())
     }
 
-    fn request_id(&self) -> HeaderValue {
+    fn request_id(&self) -> RequestId {
         let sent = self.headers().get_all(&X_REQUEST_ID).iter();
-        headers::request_id(sent, |v| Some(v.clone()))
+        RequestId::choose(sent, |v| Some(v.clone()))
     }
 
-    fn into_upstream(self, client: &Client, request_id: &HeaderValue) -> Upstream {
+    fn into_upstream(self, client: &Client, request_id: &RequestId) -> Upstream {
         let host = Incoming::host(&self).and_then(|h| HeaderValue::from_bytes(h).ok());
         let upgrade = Incoming::wants_upgrade(&self);
         let (mut parts, body) = self.into_parts();
@@ -107,7 +107,7 @@ impl Incoming for Request<ClientBody> {
             headers::join_cookies(h);
         }
         headers::set_forwarded(h, &client.ip, proto(client), host.clone());
-        h.insert(&X_REQUEST_ID, request_id.clone());
+        h.insert(&X_REQUEST_ID, request_id.to_value());
         // An absolute-form (or HTTP/2) request's authority is its host (RFC 9112 3.2.2).
         if !h.contains_key(header::HOST) || parts.uri.authority().is_some() {
             if let Some(host) = host {
@@ -165,14 +165,14 @@ impl Incoming for RawRequest {
         false
     }
 
-    fn request_id(&self) -> HeaderValue {
+    fn request_id(&self) -> RequestId {
         let sent = self.fields.all("x-request-id");
-        headers::request_id(sent, |v| {
+        RequestId::choose(sent, |v| {
             HeaderValue::from_maybe_shared(self.fields.share(v)).ok()
         })
     }
 
-    fn into_upstream(self, client: &Client, request_id: &HeaderValue) -> Upstream {
+    fn into_upstream(self, client: &Client, request_id: &RequestId) -> Upstream {
         let fields = &self.fields;
         let target = self.uri.path_and_query().map_or("/", |pq| pq.as_str());
         let host = fields.get("host");
@@ -204,7 +204,7 @@ impl Incoming for RawRequest {
                 + fields.encoded_len()
                 + 2 * host.map_or(0, <[u8]>::len)
                 + client.ip.len()
-                + request_id.len()
+                + request_id.as_bytes().len()
                 + 128,
         );
         out.extend_from_slice(self.method.as_str().as_bytes());

@@ -34,6 +34,7 @@ pub use upstream::ConnPool;
 use crate::config::KeySource;
 use crate::metrics::{self, access_log, Outcome};
 use crate::routing::{PickKeys, Snapshot};
+use headers::RequestId;
 
 /// The request path's view of the world: the live snapshot, swapped whole on reload.
 #[derive(Debug, Clone)]
@@ -113,7 +114,7 @@ impl Proxy {
         metrics::record(&outcome);
         if let Some(line) = &log_line {
             let length = http_body::Body::size_hint(&reply.body).exact();
-            access_log::write(&outcome, line, length, request_id.to_str().ok());
+            access_log::write(&outcome, line, length, Some(request_id.as_str()));
         }
         reply.request_id = Some(request_id);
         reply
@@ -124,7 +125,7 @@ async fn route_and_forward<'s>(
     snapshot: &'s Snapshot,
     req: impl Incoming,
     client: &Client,
-    request_id: &HeaderValue,
+    request_id: &RequestId,
     outcome: &mut Outcome<'s>,
 ) -> Result<Reply, ProxyError> {
     let limits = &snapshot.config.limits;

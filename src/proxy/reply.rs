@@ -8,7 +8,7 @@ use http::{header, HeaderValue, Response, StatusCode};
 
 use super::body::ProxyBody;
 use super::fields::Fields;
-use super::headers::X_REQUEST_ID;
+use super::headers::{RequestId, X_REQUEST_ID};
 
 #[derive(Debug)]
 pub struct Reply {
@@ -17,7 +17,7 @@ pub struct Reply {
     pub fields: Fields,
     pub body: ProxyBody,
     /// The proxy's `X-Request-Id`, written in place of any the backend sent.
-    pub request_id: Option<HeaderValue>,
+    pub request_id: Option<RequestId>,
     /// The proxy ends the connection after this answer.
     pub close: bool,
 }
@@ -44,7 +44,7 @@ impl Reply {
     pub fn into_response(self) -> Response<ProxyBody> {
         let mut headers = self.fields.to_map(2);
         if let Some(id) = self.request_id {
-            headers.insert(&X_REQUEST_ID, id);
+            headers.insert(&X_REQUEST_ID, id.to_value());
         }
         if self.close {
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
