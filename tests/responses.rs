@@ -10,7 +10,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{Method, Request};
 use http_body_util::Full;
-use support::{get, request, Proxy, RawUpstream};
+use support::{get, raw, request, Proxy, RawUpstream};
 
 /// A proxy in front of one backend that answers every request with `answer`, and the
 /// count of connections that backend accepted. One worker: each worker has its own
@@ -141,6 +141,27 @@ async fn hop_by_hop_fields_of_an_answer_stay_behind() {
     for gone in ["x-secret", "keep-alive", "proxy-note", "trailer"] {
         assert_eq!(r.header(gone), None, "{gone} reached the client");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_repeated_length_travels_once_and_the_request_id_is_the_proxys() {
+    let (proxy, _) = behind(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\ncontent-length: 2\r\n\
+          X-Request-Id: made-by-backend\r\n\r\nok",
+        false,
+    )
+    .await;
+    let out = raw(
+        proxy.addr,
+        b"GET / HTTP/1.1\r\nHost: example.test\r\nX-Request-Id: client-1\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .to_ascii_lowercase();
+    assert!(out.starts_with("http/1.1 200"), "{out}");
+    assert_eq!(out.matches("content-length:").count(), 1, "{out}");
+    assert!(out.ends_with("\r\n\r\nok"), "{out}");
+    assert_eq!(out.matches("x-request-id:").count(), 1, "{out}");
+    assert!(out.contains("x-request-id: client-1\r\n"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

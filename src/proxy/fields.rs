@@ -47,7 +47,8 @@ impl Fields {
         Fields { head, spans }
     }
 
-    /// Fields made of name and value pairs (the proxy's own answers).
+    /// Fields made of name and value pairs (the proxy's own answers: a few short
+    /// constants, far below [`MAX_HEAD`]).
     pub fn from_pairs(pairs: &[(&str, &str)]) -> Self {
         let mut head = BytesMut::new();
         let mut spans = Vec::with_capacity(pairs.len());
@@ -57,6 +58,7 @@ impl Fields {
             let value_at = at + name.len() + 2;
             spans.push([at, name.len(), value_at, value.len()].map(|n| n as u16));
         }
+        debug_assert!(head.len() <= MAX_HEAD);
         Fields::new(head.freeze(), spans)
     }
 

@@ -211,10 +211,19 @@ impl Incoming for RawRequest {
         out.extend_from_slice(b" ");
         out.extend_from_slice(target.as_bytes());
         out.extend_from_slice(b" HTTP/1.1\r\n");
+        let mut length_sent = false;
         for (name, value) in fields.iter() {
-            if !goes(name) && !ours(name) {
-                fields::put_field(&mut out, name, value);
+            if goes(name) || ours(name) {
+                continue;
             }
+            // The guard let through only equal repeats; one goes on (as hyper does).
+            if name.eq_ignore_ascii_case(b"content-length") {
+                if length_sent {
+                    continue;
+                }
+                length_sent = true;
+            }
+            fields::put_field(&mut out, name, value);
         }
         if let Some(host) = host {
             fields::put_field(&mut out, b"host", host);

@@ -187,6 +187,13 @@ fn check_request(req: &impl Incoming, max_body: Option<u64>) -> Result<(), Proxy
             "CONNECT is not supported: cutover is not a forward proxy",
         ));
     }
+    // Origin form, or `*` for OPTIONS: an absolute-form target with a bare query
+    // (`http://h?q`) or an HTTP/2 `:path` without its slash has no form a backend
+    // could take.
+    let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    if !(target.starts_with('/') || target == "*" && req.method() == Method::OPTIONS) {
+        return Err(ProxyError::BadRequest("invalid request target"));
+    }
     if req.version() == Version::HTTP_11
         && req.uri().authority().is_none()
         && req.field(&http::header::HOST).is_none()

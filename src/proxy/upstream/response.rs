@@ -104,8 +104,9 @@ pub fn parse_head(buf: &mut BytesMut, to_head: bool) -> Result<Option<Head>, Ups
             if length.is_some_and(|l| l != v) {
                 return Err(UpstreamError::Malformed("conflicting Content-Length"));
             }
-            length = Some(v);
-            true
+            // Repeats of the same length travel as one (as hyper writes them): some
+            // clients refuse a repeated Content-Length outright.
+            length.replace(v).is_none()
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             // Only the last coding matters: chunked if it is chunked, else the body
             // runs until the connection closes (RFC 9112 6.3, rule 4).
