@@ -167,16 +167,20 @@ pub struct UpstreamBody {
     /// `None` once the body has ended (or failed).
     exchange: Option<Exchange>,
     in_flight: InFlight,
-    /// How long the connection may be reused once idle.
-    keep_for: Duration,
+    /// Until when the connection may be reused; `None`: not at all.
+    reusable_until: Option<tokio::time::Instant>,
 }
 
 impl UpstreamBody {
-    pub fn new(exchange: Exchange, in_flight: InFlight, keep_for: Duration) -> Self {
+    pub fn new(
+        exchange: Exchange,
+        in_flight: InFlight,
+        reusable_until: Option<tokio::time::Instant>,
+    ) -> Self {
         let mut b = UpstreamBody {
             exchange: Some(exchange),
             in_flight,
-            keep_for,
+            reusable_until,
         };
         if b.is_end_stream() {
             b.release();
@@ -187,10 +191,14 @@ impl UpstreamBody {
     /// Hands the connection back when it can carry another request (a backend that
     /// answered before the upload ended leaves a connection that cannot).
     fn release(&mut self) {
-        let Some(conn) = self.exchange.take().and_then(Exchange::into_reusable) else {
+        let exchange = self.exchange.take();
+        let (Some(conn), Some(until)) = (
+            exchange.and_then(Exchange::into_reusable),
+            self.reusable_until,
+        ) else {
             return;
         };
-        self.in_flight.backend().conns.checkin(conn, self.keep_for);
+        self.in_flight.backend().conns.checkin(conn, until);
     }
 
     fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Frame<Bytes>>>> {

@@ -8,7 +8,9 @@
 use std::future::{poll_fn, Future};
 use std::pin::pin;
 use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use http::Method;
 
@@ -26,6 +28,8 @@ pub struct Answer {
     pub head: Head,
     pub exchange: Exchange,
     pub in_flight: InFlight,
+    /// When the head arrived.
+    pub head_at: Instant,
 }
 
 pub async fn forward<'s>(
@@ -43,7 +47,7 @@ pub async fn forward<'s>(
 
     let mut pool_i = first_pool;
     let mut tried_pools: Vec<usize> = Vec::new();
-    let mut tried: Vec<usize> = Vec::new();
+    let mut tried = Tried::default();
     let mut attempts_left = limits.retries.saturating_add(1);
     let mut last_error = ProxyError::NoReadyBackend;
     loop {
@@ -54,7 +58,7 @@ pub async fn forward<'s>(
             return Err(last_error);
         }
         let (pool, _) = &route.split[pool_i];
-        let Some(member) = pool.backends.pick(rand::random::<f64>(), &tried) else {
+        let Some(member) = pool.backends.pick(rand::random::<f64>(), tried.as_slice()) else {
             // This pool has nothing left to try: move on by fallback, if allowed.
             tried_pools.push(pool_i);
             // A tester who named a pool must see that pool's truth, never another's.
@@ -73,6 +77,13 @@ pub async fn forward<'s>(
                 None => return Err(last_error),
             }
         };
+        // The first attempt goes out at the request's start: one clock reading less
+        // per request. A retry may come seconds later, and reads the clock again.
+        let now = if outcome.attempts == 0 {
+            Instant::from_std(outcome.started)
+        } else {
+            Instant::now()
+        };
         attempts_left -= 1;
         tried.push(member);
         outcome.attempts += 1;
@@ -81,11 +92,15 @@ pub async fn forward<'s>(
         outcome.backend = Some(backend.addr);
         let in_flight = InFlight::new(backend.clone());
 
-        let conn = match backend
-            .conns
-            .checkout(backend.addr, limits.connect_timeout)
-            .await
-        {
+        let (conn, now) = match backend.conns.idle(now) {
+            Some(conn) => (Ok(conn), now),
+            None => {
+                let conn = backend.conns.connect(backend.addr, limits.connect_timeout);
+                // The backend's time starts once connected.
+                (conn.await, Instant::now())
+            }
+        };
+        let conn = match conn {
             Ok(conn) => conn,
             Err(e) => {
                 tracing::warn!(pool = %pool.name, backend = %backend.addr, error = %e, "connect failed");
@@ -95,10 +110,14 @@ pub async fn forward<'s>(
                 continue;
             }
         };
+        let has_body = !body.is_empty();
         let mut exchange = Exchange::new(conn, &head, body);
-        let sent = Instant::now();
-        let result = head_within(limits.response_timeout, &mut exchange).await;
-        outcome.upstream = Some(sent.elapsed());
+        // Without a body the request is sent as soon as it is written: its response
+        // clock can start now.
+        let sent = (!has_body).then_some(now);
+        let result = head_within(limits.response_timeout, sent, &mut exchange).await;
+        let head_at = Instant::now();
+        outcome.upstream = Some(head_at.saturating_duration_since(now));
         let e = match result {
             Some(Ok(head)) => {
                 backend.report_success();
@@ -106,6 +125,7 @@ pub async fn forward<'s>(
                     head,
                     exchange,
                     in_flight,
+                    head_at,
                 });
             }
             None => {
@@ -139,10 +159,12 @@ pub async fn forward<'s>(
 }
 
 /// Waits for the response head, giving the backend `limit` from the moment the request
-/// has been sent whole: the time a client takes to upload its body is not the backend's.
-/// (A stalled upload is cut by the body's own idle clock.) `None` when time ran out.
+/// has been sent whole (`sent`, when already known): the time a client takes to upload
+/// its body is not the backend's. (A stalled upload is cut by the body's own idle
+/// clock.) `None` when time ran out.
 async fn head_within(
     limit: Duration,
+    sent: Option<Instant>,
     exchange: &mut Exchange,
 ) -> Option<Result<Head, UpstreamError>> {
     let mut deadline = pin!(None::<tokio::time::Sleep>);
@@ -154,7 +176,8 @@ async fn head_within(
             if !exchange.request_sent() {
                 return Poll::Pending;
             }
-            deadline.set(Some(tokio::time::sleep(limit)));
+            let from = sent.unwrap_or_else(Instant::now);
+            deadline.set(Some(tokio::time::sleep_until(from + limit)));
         }
         match deadline.as_mut().as_pin_mut().map(|sleep| sleep.poll(cx)) {
             Some(Poll::Ready(())) => Poll::Ready(None),
@@ -162,6 +185,42 @@ async fn head_within(
         }
     })
     .await
+}
+
+/// The members of the current pool a request has tried, inline for the few that one
+/// request tries (no allocation per request).
+#[derive(Debug, Default)]
+struct Tried {
+    few: [usize; 4],
+    len: usize,
+    many: Vec<usize>,
+}
+
+impl Tried {
+    fn as_slice(&self) -> &[usize] {
+        if self.many.is_empty() {
+            &self.few[..self.len]
+        } else {
+            &self.many
+        }
+    }
+
+    fn push(&mut self, member: usize) {
+        if self.many.is_empty() && self.len < self.few.len() {
+            self.few[self.len] = member;
+            self.len += 1;
+        } else {
+            if self.many.is_empty() {
+                self.many.extend_from_slice(&self.few[..self.len]);
+            }
+            self.many.push(member);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.len = 0;
+        self.many.clear();
+    }
 }
 
 fn is_idempotent(m: &Method) -> bool {
@@ -185,10 +244,13 @@ impl Answer {
             t.saturating_sub(Duration::from_secs(1))
                 .min(upstream::MAX_IDLE)
         });
+        // Counted from the head's arrival rather than the body's end: a little early
+        // for a long body, which is the safe side, and no clock reading per request.
+        let reusable_until = (!keep_for.is_zero()).then(|| self.head_at + keep_for);
         if names_more {
             headers::strip_connection_named(&mut fields);
         }
-        let body = UpstreamBody::new(self.exchange, self.in_flight, keep_for);
+        let body = UpstreamBody::new(self.exchange, self.in_flight, reusable_until);
         Reply::new(status, fields, ProxyBody::Upstream(body))
     }
 }

@@ -15,6 +15,7 @@ pub fn tunnel(on_client: OnUpgrade, answer: Answer) -> Reply {
         head,
         exchange,
         in_flight,
+        ..
     } = answer;
     let (mut backend, early) = exchange.into_upgraded();
     tokio::spawn(async move {

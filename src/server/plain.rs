@@ -66,7 +66,9 @@ pub async fn serve(
     let mut snapshot = proxy.snapshot();
     let mut out = BytesMut::new();
     let mut idle_since = Instant::now();
-    let mut head_started = Instant::now();
+    // When the head being read started arriving, once it is known to take more than
+    // one read: the clock is read only for heads that need the header timeout.
+    let mut head_started: Option<Instant> = None;
     // How much of `buf` is known to hold no complete head.
     let mut searched: usize = 0;
     // Parks the connection after a short idle spell (see connection.rs). Moved only when
@@ -135,12 +137,13 @@ pub async fn serve(
                     *buf = BytesMut::new();
                     return Next::Parked(idle_since);
                 };
-                head_started = Instant::now();
                 read
             } else {
                 tokio::select! {
                     r = stream.read_buf(buf) => r,
-                    () = tokio::time::sleep_until(head_started + limits.header_timeout) => {
+                    () = tokio::time::sleep_until(
+                        *head_started.get_or_insert_with(Instant::now) + limits.header_timeout
+                    ) => {
                         let answer = ProxyError::ClientTimeout.raw_response();
                         if stream.write_all(&answer).await.is_ok() {
                             linger(stream).await;
@@ -174,7 +177,7 @@ pub async fn serve(
         }
         searched = 0;
         idle_since = Instant::now();
-        head_started = idle_since;
+        head_started = None;
     }
 }
 

@@ -186,28 +186,30 @@ impl UpstreamError {
 }
 
 impl ConnPool {
-    /// An idle connection that is still open, or a new one.
-    pub async fn checkout(
+    /// An idle connection that is still open at `now`. Not async: the common case,
+    /// a pooled connection, then costs the request's state machine nothing.
+    pub fn idle(&self, now: Instant) -> Option<Conn> {
+        while let Some((conn, expires)) = self.pop() {
+            if now < expires && conn.looks_open() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// A new connection.
+    pub async fn connect(
         &self,
         addr: SocketAddr,
         connect_timeout: Duration,
     ) -> Result<Conn, ConnectError> {
-        let mut now = None;
-        while let Some((conn, expires)) = self.pop() {
-            if *now.get_or_insert_with(Instant::now) < expires && conn.looks_open() {
-                return Ok(conn);
-            }
-        }
         // Boxed: connecting is the rare path, and its futures would otherwise make every
         // request's state machine (moved several times per request) much larger.
         Box::pin(connect(addr, connect_timeout)).await
     }
 
-    /// Returns a connection whose last response is complete, reusable for `keep_for`.
-    pub fn checkin(&self, mut conn: Conn, keep_for: Duration) {
-        if keep_for.is_zero() {
-            return;
-        }
+    /// Returns a connection whose last response is complete, reusable until `expires`.
+    pub fn checkin(&self, mut conn: Conn, expires: Instant) {
         // Buffers grown by a big exchange are not kept for the connection's idle life.
         if conn.wbuf.capacity() > FIRST_READ {
             conn.wbuf = BytesMut::new();
@@ -217,7 +219,7 @@ impl ConnPool {
         }
         if let Ok(mut idle) = self.shard().lock() {
             if idle.len() < MAX_IDLE_CONNS {
-                idle.push((conn, Instant::now() + keep_for));
+                idle.push((conn, expires));
             }
         }
     }
