@@ -6,6 +6,7 @@
 use bytes::{Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::StatusCode;
+use smallvec::SmallVec;
 
 /// Where one field's name and value lie in its head: offset and length of each. Heads
 /// longer than 64 KiB never get here, and 16 bits keep the array of spans (zeroed for
@@ -38,12 +39,16 @@ pub fn spans(head: &[u8], fields: &[httparse::Header<'_>], out: &mut [Span]) -> 
 #[derive(Debug, Clone, Default)]
 pub struct Fields {
     head: Bytes,
-    spans: Vec<Span>,
+    spans: Spans,
 }
+
+/// Spans of one head's fields: inline for as many as most heads carry, so that a head
+/// costs no allocation of its own.
+pub type Spans = SmallVec<[Span; 8]>;
 
 impl Fields {
     /// The fields at `spans` of `head` (as [`spans`] recorded them).
-    pub fn new(head: Bytes, spans: Vec<Span>) -> Self {
+    pub fn new(head: Bytes, spans: Spans) -> Self {
         Fields { head, spans }
     }
 
@@ -51,7 +56,7 @@ impl Fields {
     /// constants, far below [`MAX_HEAD`]).
     pub fn from_pairs(pairs: &[(&str, &str)]) -> Self {
         let mut head = BytesMut::new();
-        let mut spans = Vec::with_capacity(pairs.len());
+        let mut spans = Spans::new();
         for (name, value) in pairs {
             let at = head.len();
             put_field(&mut head, name.as_bytes(), value.as_bytes());
@@ -65,6 +70,15 @@ impl Fields {
     /// Each field's name and value, in order.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
         self.spans.iter().map(|&span| self.field(span))
+    }
+
+    /// Each field's name, and its line from the name to the end of the value as it
+    /// arrived (the separator included, the line end not): one copy writes it out.
+    pub fn lines(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        self.spans.iter().map(|&[ns, nl, vs, vl]| {
+            let [ns, nl, vs, vl] = [ns, nl, vs, vl].map(usize::from);
+            (&self.head[ns..ns + nl], &self.head[ns..vs + vl])
+        })
     }
 
     /// The first value of the field `name` (lower case).
@@ -93,7 +107,7 @@ impl Fields {
     /// Keeps only the fields `keep` says yes to.
     pub fn retain(&mut self, mut keep: impl FnMut(&[u8], &[u8]) -> bool) {
         let head = &self.head;
-        self.spans.retain(|&span| {
+        self.spans.retain(|&mut span| {
             let (name, value) = field_at(head, span);
             keep(name, value)
         });
@@ -113,12 +127,7 @@ impl Fields {
     pub fn to_map(&self, more: usize) -> HeaderMap {
         let mut map = HeaderMap::with_capacity(self.spans.len() + more);
         for &[ns, nl, vs, vl] in &self.spans {
-            let (ns, nl, vs, vl) = (
-                usize::from(ns),
-                usize::from(nl),
-                usize::from(vs),
-                usize::from(vl),
-            );
+            let [ns, nl, vs, vl] = [ns, nl, vs, vl].map(usize::from);
             let name = HeaderName::from_bytes(&self.head[ns..ns + nl]);
             let value = HeaderValue::from_maybe_shared(self.head.slice(vs..vs + vl));
             if let (Ok(name), Ok(value)) = (name, value) {
@@ -134,12 +143,7 @@ impl Fields {
 }
 
 fn field_at(head: &[u8], [ns, nl, vs, vl]: Span) -> (&[u8], &[u8]) {
-    let (ns, nl, vs, vl) = (
-        usize::from(ns),
-        usize::from(nl),
-        usize::from(vs),
-        usize::from(vl),
-    );
+    let [ns, nl, vs, vl] = [ns, nl, vs, vl].map(usize::from);
     (&head[ns..ns + nl], &head[vs..vs + vl])
 }
 
@@ -193,6 +197,12 @@ pub fn encoded_len(headers: &HeaderMap) -> usize {
         .iter()
         .map(|(n, v)| n.as_str().len() + v.len() + 4)
         .sum()
+}
+
+/// Appends one field line as it arrived (see [`Fields::lines`]).
+pub fn put_line(out: &mut BytesMut, line: &[u8]) {
+    out.extend_from_slice(line);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Appends one field line.
@@ -262,7 +272,7 @@ mod tests {
         let mut out = [[0u16; 4]; 4];
         let n = spans(raw, parsed, &mut out);
         let head = Bytes::from_static(raw);
-        let map = Fields::new(head, out[..n].to_vec()).to_map(0);
+        let map = Fields::new(head, Spans::from_slice(&out[..n])).to_map(0);
         assert_eq!(map.get("x-a").map(HeaderValue::as_bytes), Some(&b"1"[..]));
         assert_eq!(map.get("x-b").map(HeaderValue::as_bytes), Some(&b"two"[..]));
     }

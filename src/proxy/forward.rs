@@ -10,6 +10,7 @@ use std::pin::pin;
 use std::task::Poll;
 use std::time::Duration;
 
+use smallvec::SmallVec;
 use tokio::time::Instant;
 
 use http::Method;
@@ -47,7 +48,8 @@ pub async fn forward<'s>(
 
     let mut pool_i = first_pool;
     let mut tried_pools: Vec<usize> = Vec::new();
-    let mut tried = Tried::default();
+    // Inline for the few backends one request tries: no allocation per request.
+    let mut tried: SmallVec<[usize; 4]> = SmallVec::new();
     let mut attempts_left = limits.retries.saturating_add(1);
     let mut last_error = ProxyError::NoReadyBackend;
     loop {
@@ -58,7 +60,7 @@ pub async fn forward<'s>(
             return Err(last_error);
         }
         let (pool, _) = &route.split[pool_i];
-        let Some(member) = pool.backends.pick(rand::random::<f64>(), tried.as_slice()) else {
+        let Some(member) = pool.backends.pick(rand::random::<f64>(), &tried) else {
             // This pool has nothing left to try: move on by fallback, if allowed.
             tried_pools.push(pool_i);
             // A tester who named a pool must see that pool's truth, never another's.
@@ -185,42 +187,6 @@ async fn head_within(
         }
     })
     .await
-}
-
-/// The members of the current pool a request has tried, inline for the few that one
-/// request tries (no allocation per request).
-#[derive(Debug, Default)]
-struct Tried {
-    few: [usize; 4],
-    len: usize,
-    many: Vec<usize>,
-}
-
-impl Tried {
-    fn as_slice(&self) -> &[usize] {
-        if self.many.is_empty() {
-            &self.few[..self.len]
-        } else {
-            &self.many
-        }
-    }
-
-    fn push(&mut self, member: usize) {
-        if self.many.is_empty() && self.len < self.few.len() {
-            self.few[self.len] = member;
-            self.len += 1;
-        } else {
-            if self.many.is_empty() {
-                self.many.extend_from_slice(&self.few[..self.len]);
-            }
-            self.many.push(member);
-        }
-    }
-
-    fn clear(&mut self) {
-        self.len = 0;
-        self.many.clear();
-    }
 }
 
 fn is_idempotent(m: &Method) -> bool {

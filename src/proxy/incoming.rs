@@ -212,7 +212,7 @@ impl Incoming for RawRequest {
         out.extend_from_slice(target.as_bytes());
         out.extend_from_slice(b" HTTP/1.1\r\n");
         let mut length_sent = false;
-        for (name, value) in fields.iter() {
+        for (name, line) in fields.lines() {
             if goes(name) || ours(name) {
                 continue;
             }
@@ -223,7 +223,7 @@ impl Incoming for RawRequest {
                 }
                 length_sent = true;
             }
-            fields::put_field(&mut out, name, value);
+            fields::put_line(&mut out, line);
         }
         if let Some(host) = host {
             fields::put_field(&mut out, b"host", host);
@@ -248,7 +248,7 @@ impl Incoming for RawRequest {
         Upstream {
             head: Outgoing {
                 method: self.method,
-                head: out.freeze(),
+                head: out,
                 chunked: false,
             },
             body: ClientBody::Empty,

@@ -182,6 +182,8 @@ pub async fn serve(
 }
 
 #[derive(Debug)]
+// Matched as soon as it is returned; boxing the request would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
 enum Parsed {
     /// A plain request, and whether the client keeps the connection open after it.
     Plain(RawRequest, bool),
@@ -251,7 +253,7 @@ fn parse(buf: &mut BytesMut, max_head: usize) -> Parsed {
     let Ok(uri) = Uri::from_maybe_shared(head.slice(path_at..path_at + path_len)) else {
         return Parsed::Bad("invalid request target");
     };
-    let fields = Fields::new(head, spans[..n].to_vec());
+    let fields = Fields::new(head, fields::Spans::from_slice(&spans[..n]));
     let mut close = false;
     let mut keep_alive = false;
     for value in fields.all("connection") {
@@ -298,9 +300,9 @@ async fn write_response(
     out.extend_from_slice(b"\r\n");
     let mut dated = false;
     let mut has_length = false;
-    for (name, value) in reply.fields.iter() {
+    for (name, line) in reply.fields.lines() {
         if reply.passes(name) {
-            fields::put_field(out, name, value);
+            fields::put_line(out, line);
             dated |= name.eq_ignore_ascii_case(b"date");
             has_length |= name.eq_ignore_ascii_case(b"content-length");
         }

@@ -63,7 +63,8 @@ enum Upload {
 #[derive(Debug)]
 pub struct Outgoing {
     pub method: http::Method,
-    pub head: Bytes,
+    /// Never frozen: a `Bytes` made of a buffer with room to spare costs an allocation.
+    pub head: BytesMut,
     /// The body travels chunked: its length is unknown (the client's own framing was a
     /// hop-by-hop matter, and HTTP/2 has none).
     pub chunked: bool,
@@ -306,7 +307,7 @@ impl Outgoing {
         out.extend_from_slice(b"\r\n");
         Outgoing {
             method: parts.method.clone(),
-            head: out.freeze(),
+            head: out,
             chunked,
         }
     }

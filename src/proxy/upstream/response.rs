@@ -94,7 +94,7 @@ pub fn parse_head(buf: &mut BytesMut, to_head: bool) -> Result<Option<Head>, Ups
     // Hop-by-hop fields end here, but for a protocol switch, which the client must see
     // whole; or for a Connection that names other fields, which the caller strips.
     let switching = status == StatusCode::SWITCHING_PROTOCOLS;
-    let mut kept = Vec::with_capacity(n);
+    let mut kept = fields::Spans::new();
     for &span in &spans[..n] {
         let [ns, nl, vs, vl] = span.map(usize::from);
         let (name, value) = (&bytes[ns..ns + nl], &bytes[vs..vs + vl]);
