@@ -40,6 +40,25 @@ impl Drop for InFlight {
     }
 }
 
+/// A request of cutover's own HTTP/1 server, counted for shutdown only: that server
+/// keeps its connection's idle clock itself, and a borrowed count spares two shared
+/// reference counts per request.
+#[derive(Debug)]
+pub struct Counted<'a>(&'a Shared);
+
+impl<'a> Counted<'a> {
+    pub fn start(shared: &'a Shared) -> Self {
+        shared.in_flight.fetch_add(1, Ordering::Relaxed);
+        Counted(shared)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// The response body handed to hyper, carrying the request's [`InFlight`].
 #[derive(Debug)]
 pub struct CountedBody {

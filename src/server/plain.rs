@@ -27,7 +27,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::framing::{self, Scan};
-use super::guard::{self, ConnShared, GuardLimits};
+use super::guard::{self, GuardLimits};
 use super::{date, inflight, Shared};
 use crate::proxy::fields::{self, Fields};
 use crate::proxy::{Client, Proxy, ProxyError, RawRequest, Reply};
@@ -62,7 +62,6 @@ pub async fn serve(
     limits: GuardLimits,
     stop: &mut watch::Receiver<Option<Duration>>,
 ) -> Next {
-    let conn = ConnShared::new();
     let mut snapshot = proxy.snapshot();
     let mut out = BytesMut::new();
     let mut idle_since = Instant::now();
@@ -159,7 +158,7 @@ pub async fn serve(
 
         let version = req.version;
         let to_head = req.method == Method::HEAD;
-        let in_flight = inflight::InFlight::start(conn.clone(), shared.clone());
+        let in_flight = inflight::Counted::start(shared);
         proxy.refresh(&mut snapshot);
         let reply = proxy.handle_on(&snapshot, req, client).await;
         // A drain that began meanwhile closes the connection after this answer.
