@@ -6,6 +6,7 @@ mod support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request};
@@ -179,4 +180,62 @@ async fn a_switch_nobody_asked_for_is_a_bad_answer_and_its_connection_dropped() 
     }
     // A switched connection speaks something else: never reused for a request.
     assert_eq!(conns.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_response_clock_runs_anew_for_each_request_on_a_kept_connection() {
+    // Right behind the first answer, the second request's clock is the first one's
+    // moved on; after a pause longer than the timeout, the first one has rung while the
+    // connection sat in its pool. Either way the second must ring on time.
+    for pause in [Duration::ZERO, Duration::from_millis(400)] {
+        second_answer_never_comes(pause).await;
+    }
+}
+
+/// A backend that answers the first request on each connection, and no other.
+async fn second_answer_never_comes(pause: Duration) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let backend = listener.local_addr().expect("addr");
+    let conns = Arc::new(AtomicUsize::new(0));
+    let accepted = conns.clone();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut s, _)) = listener.accept().await {
+            accepted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut answered = false;
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        return;
+                    }
+                    if !answered {
+                        answered = true;
+                        let _ = s
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                            .await;
+                    }
+                }
+            });
+        }
+    });
+    let proxy = Proxy::start(&format!(
+        "[runtime]\nworkers = 1\n[limits]\nretries = 0\nresponse_timeout = \"300ms\"\n\
+         [pools.p]\nbackends = [\"{backend}\"]\n[[routes]]\nname = \"r\"\nsplit = {{ p = 1 }}\n"
+    ))
+    .await;
+    assert_eq!(get(proxy.addr, "/", &[]).await.status, 200);
+    tokio::time::sleep(pause).await;
+    let started = std::time::Instant::now();
+    let r = get(proxy.addr, "/", &[]).await;
+    assert_eq!(r.status, 504, "after {pause:?}");
+    assert_eq!(r.header("x-cutover-error"), Some("upstream_timeout"));
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_eq!(
+        conns.load(Ordering::SeqCst),
+        1,
+        "the second request reused the connection"
+    );
 }

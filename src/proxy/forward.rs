@@ -5,8 +5,7 @@
 //! when the connection failed before a byte of the response arrived. A request whose
 //! body reached a backend is never replayed.
 
-use std::future::{poll_fn, Future};
-use std::pin::pin;
+use std::future::poll_fn;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -94,7 +93,9 @@ pub async fn forward<'s>(
         outcome.backend = Some(backend.addr);
         let in_flight = InFlight::new(backend.clone());
 
-        let (conn, now) = match backend.conns.idle(now) {
+        // A request that cannot be replayed has one chance: its connection must not be
+        // one the backend closed a moment ago.
+        let (conn, now) = match backend.conns.idle(now, !replayable) {
             Some(conn) => (Ok(conn), now),
             None => {
                 let conn = backend.conns.connect(backend.addr, limits.connect_timeout);
@@ -169,22 +170,19 @@ async fn head_within(
     sent: Option<Instant>,
     exchange: &mut Exchange,
 ) -> Option<Result<Head, UpstreamError>> {
-    let mut deadline = pin!(None::<tokio::time::Sleep>);
+    let mut armed = false;
     poll_fn(|cx| {
         if let Poll::Ready(head) = exchange.poll_head(cx) {
             return Poll::Ready(Some(head));
         }
-        if deadline.is_none() {
+        if !armed {
             if !exchange.request_sent() {
                 return Poll::Pending;
             }
-            let from = sent.unwrap_or_else(Instant::now);
-            deadline.set(Some(tokio::time::sleep_until(from + limit)));
+            exchange.set_response_deadline(sent.unwrap_or_else(Instant::now) + limit);
+            armed = true;
         }
-        match deadline.as_mut().as_pin_mut().map(|sleep| sleep.poll(cx)) {
-            Some(Poll::Ready(())) => Poll::Ready(None),
-            _ => Poll::Pending,
-        }
+        exchange.poll_response_clock(cx).map(|()| None)
     })
     .await
 }

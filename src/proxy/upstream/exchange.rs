@@ -101,6 +101,16 @@ impl Exchange {
         }
     }
 
+    /// Starts (or moves) the clock the response head must beat.
+    pub fn set_response_deadline(&mut self, deadline: tokio::time::Instant) {
+        self.conn.set_response_deadline(deadline);
+    }
+
+    /// Ready when the response clock has run out.
+    pub fn poll_response_clock(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.conn.poll_response_clock(cx)
+    }
+
     /// Whether the request, body included, has been written whole.
     pub fn request_sent(&self) -> bool {
         matches!(self.upload, Upload::Done)

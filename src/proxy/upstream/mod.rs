@@ -13,7 +13,7 @@ use std::cell::Cell;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::task::{Context, Poll, Waker};
@@ -22,7 +22,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 pub use exchange::{Exchange, Outgoing};
 pub use response::Head;
@@ -56,6 +56,10 @@ pub struct Conn {
     wbuf: BytesMut,
     /// How much the next read asks for: grows while reads come back full.
     read_size: usize,
+    /// The response clock, one per connection, moved on for each request. A later
+    /// deadline only updates the entry already in the timer wheel, where a timer made
+    /// per request took the wheel's lock twice: to go in and to come out.
+    response_clock: Pin<Box<Sleep>>,
 }
 
 /// The first read of a connection asks for this much; enough for a typical head and
@@ -73,7 +77,18 @@ impl Conn {
             rbuf: BytesMut::new(),
             wbuf: BytesMut::new(),
             read_size: FIRST_READ,
+            // Always moved before it is polled.
+            response_clock: Box::pin(tokio::time::sleep(MAX_IDLE)),
         }
+    }
+
+    /// Sets when the response clock runs out.
+    fn set_response_deadline(&mut self, deadline: Instant) {
+        self.response_clock.as_mut().reset(deadline);
+    }
+
+    fn poll_response_clock(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.response_clock.as_mut().poll(cx)
     }
 
     /// Reads what the backend has sent into the read buffer.
@@ -92,14 +107,16 @@ impl Conn {
 
     /// Whether an idle connection still looks usable: nothing has happened on it since
     /// it was pooled. Any readiness (the backend's FIN or RST, or stray bytes) makes it
-    /// unusable; no readiness costs no syscall to find out.
-    fn looks_open(&self) -> bool {
+    /// unusable; no readiness costs no syscall to find out. But readiness is only as
+    /// fresh as the reactor's last look, so a FIN that came since goes unseen; `sure`
+    /// asks the socket itself, for a request that could not be retried elsewhere.
+    fn looks_open(&self, sure: bool) -> bool {
         let mut cx = Context::from_waker(Waker::noop());
         match self.stream.poll_read_ready(&mut cx) {
-            Poll::Pending => true,
+            Poll::Pending if !sure => true,
             Poll::Ready(Err(_)) => false,
-            // Readiness can be stale; a read tells.
-            Poll::Ready(Ok(())) => matches!(
+            // Readiness can be stale, or too old to trust; a read tells.
+            _ => matches!(
                 self.stream.try_read(&mut [0u8; 1]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock
             ),
@@ -186,11 +203,12 @@ impl UpstreamError {
 }
 
 impl ConnPool {
-    /// An idle connection that is still open at `now`. Not async: the common case,
-    /// a pooled connection, then costs the request's state machine nothing.
-    pub fn idle(&self, now: Instant) -> Option<Conn> {
+    /// An idle connection that is still open at `now`; `sure` for a request that must
+    /// not fail (it could not be retried), at the cost of a syscall. Not async: the
+    /// common case, a pooled connection, then costs the request's state machine nothing.
+    pub fn idle(&self, now: Instant, sure: bool) -> Option<Conn> {
         while let Some((conn, expires)) = self.pop() {
-            if now < expires && conn.looks_open() {
+            if now < expires && conn.looks_open(sure) {
                 return Some(conn);
             }
         }
