@@ -54,7 +54,9 @@ impl RouteTable {
     /// The route for `host` (any case, port ignored; `None` if the request had none) and
     /// `path` (without the query).
     pub fn find(&self, host: Option<&str>, path: &str) -> Option<usize> {
-        if let Some(host) = host.map(strip_port) {
+        // Without host routes the host needs no reading at all.
+        let by_host = !self.exact.is_empty() || !self.wildcard.is_empty();
+        if let Some(host) = host.filter(|_| by_host).map(strip_port) {
             let lower;
             let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
                 lower = host.to_ascii_lowercase();
