@@ -14,13 +14,16 @@
 //!    the framing guard's rules, by cutover's own HTTP/1 server; anything else (a
 //!    body, an upgrade, HTTP/2, a head to refuse) goes to hyper, behind the guard
 //!    that checks each head (framing, size, slow-loris) before hyper parses it.
-//! 2. [`proxy::Proxy::handle`] loads the live [`routing::Snapshot`] once.
+//! 2. [`proxy::Proxy::handle`] loads the live [`routing::Snapshot`] once. Either
+//!    server's request is read through [`proxy::Incoming`]: the plain server's stays
+//!    the head's bytes ([`proxy::RawRequest`]), hyper's is its `Request`.
 //! 3. The snapshot's route table finds the route by host, then path prefix.
 //! 4. The route picks a pool ([`balance`]: override, sticky rendezvous, or weight).
 //! 5. The pool picks a backend by effective weight, which [`health`] keeps current.
 //! 6. [`proxy`] forwards over a pooled keep-alive connection, driven from the request's
-//!    own task, retrying elsewhere when allowed; streams the answer back and records
-//!    the outcome ([`metrics`]).
+//!    own task, retrying elsewhere when allowed; hands back a [`proxy::Reply`] whose
+//!    fields stay as the backend sent them until a server writes them; records the
+//!    outcome ([`metrics`]).
 
 #![forbid(unsafe_code)]
 

@@ -4,8 +4,9 @@
 //! hyper serves every kind of HTTP/1 message, and pays for it on each one: its
 //! dispatcher, its buffers and its encoder, and the framing guard's parse of each head
 //! before hyper's own. Here a plain request is parsed once (the same framing rules the
-//! guard applies), handed to the same [`Proxy::handle`] as hyper's requests, and its
-//! answer written straight to the socket, head and small body in one write.
+//! guard applies), handed to the same proxy as hyper's requests as the head's bytes
+//! ([`RawRequest`]), and its answer written straight to the socket, head and small
+//! body in one write, the backend's fields copied as they came.
 //!
 //! Anything else (a body, an upgrade, a head the guard would refuse, HTTP/2) is handed
 //! to hyper behind the guard, with every byte read so far.
