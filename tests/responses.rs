@@ -166,6 +166,66 @@ async fn a_repeated_length_travels_once_and_the_request_id_is_the_proxys() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn kept_fields_reach_the_client_line_by_line_with_crlf() {
+    // Bare LF line ends, a tab, empty values and trailing blanks, as httparse takes
+    // them: each kept line goes on from its name to its value's end, then CRLF.
+    let (proxy, _) = behind(
+        b"HTTP/1.1 200 OK\nX-Tab:\tv\nX-Empty:\nX-Spaces:   \r\nX-Trail: v  \n\
+          content-length: 2\n\nok",
+        false,
+    )
+    .await;
+    let out = raw(
+        proxy.addr,
+        b"GET / HTTP/1.1\r\nHost: example.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let head = &out[..out.find("\r\n\r\n").expect("head end") + 4];
+    for line in [
+        "X-Tab:\tv\r\n",
+        "X-Empty:\r\n",
+        "X-Spaces:   \r\n",
+        "X-Trail: v\r\n",
+    ] {
+        assert!(head.contains(line), "{line:?} in {head:?}");
+    }
+    assert_eq!(
+        head.matches('\n').count(),
+        head.matches("\r\n").count(),
+        "{head:?}"
+    );
+    assert!(out.ends_with("\r\n\r\nok"), "{out:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backend_keep_alive_timeout_bounds_reuse() {
+    // A second less than the backend says, counted from the answer: with timeout=1 the
+    // connection is never reused; with timeout=2 it is at once, and not after 1.2 s.
+    let (proxy, conns) = behind(
+        b"HTTP/1.1 200 OK\r\nKeep-Alive: timeout=1\r\ncontent-length: 2\r\n\r\nok",
+        false,
+    )
+    .await;
+    for _ in 0..2 {
+        assert_eq!(get(proxy.addr, "/", &[]).await.status, 200);
+    }
+    assert_eq!(conns.load(Ordering::SeqCst), 2);
+
+    let (proxy, conns) = behind(
+        b"HTTP/1.1 200 OK\r\nKeep-Alive: timeout=2\r\ncontent-length: 2\r\n\r\nok",
+        false,
+    )
+    .await;
+    for _ in 0..2 {
+        assert_eq!(get(proxy.addr, "/", &[]).await.status, 200);
+    }
+    assert_eq!(conns.load(Ordering::SeqCst), 1);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(get(proxy.addr, "/", &[]).await.status, 200);
+    assert_eq!(conns.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_switch_nobody_asked_for_is_a_bad_answer_and_its_connection_dropped() {
     let (proxy, conns) = behind(
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",

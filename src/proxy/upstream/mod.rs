@@ -12,6 +12,7 @@ mod response;
 use std::cell::Cell;
 use std::future::Future;
 use std::io;
+use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -58,7 +59,9 @@ pub struct Conn {
     read_size: usize,
     /// The response clock, one per connection, moved on for each request. A later
     /// deadline only updates the entry already in the timer wheel, where a timer made
-    /// per request took the wheel's lock twice: to go in and to come out.
+    /// per request took the wheel's lock twice: to go in and to come out. It stays
+    /// armed between requests and may wake the last one's task once, for nothing:
+    /// cheaper than disarming it, which would cost the next request a registration.
     response_clock: Pin<Box<Sleep>>,
 }
 
@@ -113,10 +116,16 @@ impl Conn {
     fn looks_open(&self, sure: bool) -> bool {
         let mut cx = Context::from_waker(Waker::noop());
         match self.stream.poll_read_ready(&mut cx) {
-            Poll::Pending if !sure => true,
+            // tokio's own reads would answer from the same stale readiness without
+            // asking the socket: peek at it directly.
+            Poll::Pending if sure => matches!(
+                socket2::SockRef::from(&self.stream).peek(&mut [MaybeUninit::uninit(); 1]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock
+            ),
+            Poll::Pending => true,
             Poll::Ready(Err(_)) => false,
-            // Readiness can be stale, or too old to trust; a read tells.
-            _ => matches!(
+            // Readiness can be stale; a read tells.
+            Poll::Ready(Ok(())) => matches!(
                 self.stream.try_read(&mut [0u8; 1]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock
             ),
@@ -261,4 +270,24 @@ async fn connect(addr: SocketAddr, connect_timeout: Duration) -> Result<Conn, Co
     };
     let _ = stream.set_nodelay(true);
     Ok(Conn::new(stream))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_sure_look_sees_a_close_the_reactor_has_not() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let stream = TcpStream::connect(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let (peer, _) = listener.accept().expect("accept");
+        let conn = Conn::new(stream);
+        assert!(conn.looks_open(true));
+        // On loopback the FIN is in our socket once close() returns; with no await
+        // since, the reactor has not seen it.
+        drop(peer);
+        assert!(!conn.looks_open(true));
+    }
 }
