@@ -40,15 +40,20 @@ pub enum ClientBody {
 #[derive(Debug)]
 pub enum UpstreamRequestBody {
     Empty,
-    Stream {
-        inner: Incoming,
-        limit: Option<u64>,
-        seen: u64,
-        /// Fires when the client has sent nothing for `gap_limit` (a stalled upload
-        /// would otherwise hold a backend connection forever).
-        gap: Pin<Box<tokio::time::Sleep>>,
-        gap_limit: Duration,
-    },
+    /// Boxed: the body travels inside every exchange and reply, bodiless ones too,
+    /// and its state would make each of them that much bigger to move.
+    Stream(Box<Streaming>),
+}
+
+#[derive(Debug)]
+pub struct Streaming {
+    inner: Incoming,
+    limit: Option<u64>,
+    seen: u64,
+    /// Fires when the client has sent nothing for `gap_limit` (a stalled upload would
+    /// otherwise hold a backend connection forever).
+    gap: Pin<Box<tokio::time::Sleep>>,
+    gap_limit: Duration,
 }
 
 impl UpstreamRequestBody {
@@ -57,13 +62,13 @@ impl UpstreamRequestBody {
             ClientBody::Hyper(inner) if !inner.is_end_stream() => inner,
             _ => return UpstreamRequestBody::Empty,
         };
-        UpstreamRequestBody::Stream {
+        UpstreamRequestBody::Stream(Box::new(Streaming {
             inner,
             limit,
             seen: 0,
             gap: Box::pin(tokio::time::sleep(gap_limit)),
             gap_limit,
-        }
+        }))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -81,13 +86,14 @@ impl Body for UpstreamRequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.get_mut() {
             UpstreamRequestBody::Empty => Poll::Ready(None),
-            UpstreamRequestBody::Stream {
-                inner,
-                limit,
-                seen,
-                gap,
-                gap_limit,
-            } => {
+            UpstreamRequestBody::Stream(stream) => {
+                let Streaming {
+                    inner,
+                    limit,
+                    seen,
+                    gap,
+                    gap_limit,
+                } = &mut **stream;
                 let frame = match Pin::new(&mut *inner).poll_frame(cx) {
                     Poll::Ready(frame) => frame,
                     Poll::Pending => {
@@ -116,14 +122,14 @@ impl Body for UpstreamRequestBody {
     fn is_end_stream(&self) -> bool {
         match self {
             UpstreamRequestBody::Empty => true,
-            UpstreamRequestBody::Stream { inner, .. } => inner.is_end_stream(),
+            UpstreamRequestBody::Stream(stream) => stream.inner.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             UpstreamRequestBody::Empty => SizeHint::with_exact(0),
-            UpstreamRequestBody::Stream { inner, .. } => inner.size_hint(),
+            UpstreamRequestBody::Stream(stream) => stream.inner.size_hint(),
         }
     }
 }

@@ -30,7 +30,7 @@ const WRITE_HIGH_WATER: usize = 64 * 1024;
 
 #[derive(Debug)]
 pub struct Exchange {
-    conn: Conn,
+    conn: Box<Conn>,
     upload: Upload,
     /// The request was a HEAD: whatever the answer declares, no body follows.
     to_head: bool,
@@ -72,7 +72,7 @@ pub struct Outgoing {
 
 impl Exchange {
     /// Starts an exchange: the head leaves with the first poll.
-    pub fn new(mut conn: Conn, head: &Outgoing, body: UpstreamRequestBody) -> Self {
+    pub fn new(mut conn: Box<Conn>, head: &Outgoing, body: UpstreamRequestBody) -> Self {
         conn.wbuf.clear();
         conn.wbuf.extend_from_slice(&head.head);
         Exchange {
@@ -198,7 +198,7 @@ impl Exchange {
 
     /// The connection, when it can carry another request: both messages complete,
     /// the backend willing, and nothing unexpected waiting to be read.
-    pub fn into_reusable(self) -> Option<Conn> {
+    pub fn into_reusable(self) -> Option<Box<Conn>> {
         let reusable = self.body_done()
             && self.keep_alive
             && !self.closed
@@ -209,7 +209,8 @@ impl Exchange {
 
     /// The socket after a 101, with whatever the backend already sent past the head.
     pub fn into_upgraded(self) -> (TcpStream, BytesMut) {
-        (self.conn.stream, self.conn.rbuf)
+        let conn = *self.conn;
+        (conn.stream, conn.rbuf)
     }
 
     /// Polls the upload on. A failed write is kept for the response side to see (the

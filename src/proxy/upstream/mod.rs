@@ -41,7 +41,7 @@ pub const DEFAULT_IDLE: Duration = Duration::from_secs(4);
 pub const MAX_IDLE: Duration = Duration::from_secs(50);
 
 /// Idle connections with the time each stops being reusable.
-type IdleList = Mutex<Vec<(Conn, Instant)>>;
+type IdleList = Mutex<Vec<(Box<Conn>, Instant)>>;
 
 /// One worker's idle list, alone on its cache lines: the workers lock their lists on
 /// every request, and lists sharing a line would bounce it between cores.
@@ -49,7 +49,9 @@ type IdleList = Mutex<Vec<(Conn, Instant)>>;
 #[repr(align(128))]
 struct Shard(IdleList);
 
-/// A connection to a backend with its buffers, which live as long as it does.
+/// A connection to a backend with its buffers, which live as long as it does. Always
+/// boxed: it moves from the pool into a request's exchange and on into its reply, and
+/// a box made once per connection spares copying it whole at every step.
 #[derive(Debug)]
 pub struct Conn {
     stream: TcpStream,
@@ -215,7 +217,7 @@ impl ConnPool {
     /// An idle connection that is still open at `now`; `sure` for a request that must
     /// not fail (it could not be retried), at the cost of a syscall. Not async: the
     /// common case, a pooled connection, then costs the request's state machine nothing.
-    pub fn idle(&self, now: Instant, sure: bool) -> Option<Conn> {
+    pub fn idle(&self, now: Instant, sure: bool) -> Option<Box<Conn>> {
         while let Some((conn, expires)) = self.pop() {
             if now < expires && conn.looks_open(sure) {
                 return Some(conn);
@@ -229,14 +231,14 @@ impl ConnPool {
         &self,
         addr: SocketAddr,
         connect_timeout: Duration,
-    ) -> Result<Conn, ConnectError> {
+    ) -> Result<Box<Conn>, ConnectError> {
         // Boxed: connecting is the rare path, and its futures would otherwise make every
         // request's state machine (moved several times per request) much larger.
         Box::pin(connect(addr, connect_timeout)).await
     }
 
     /// Returns a connection whose last response is complete, reusable until `expires`.
-    pub fn checkin(&self, mut conn: Conn, expires: Instant) {
+    pub fn checkin(&self, mut conn: Box<Conn>, expires: Instant) {
         // Buffers grown by a big exchange are not kept for the connection's idle life.
         if conn.wbuf.capacity() > FIRST_READ {
             conn.wbuf = BytesMut::new();
@@ -251,7 +253,7 @@ impl ConnPool {
         }
     }
 
-    fn pop(&self) -> Option<(Conn, Instant)> {
+    fn pop(&self) -> Option<(Box<Conn>, Instant)> {
         self.shard().lock().ok()?.pop()
     }
 
@@ -262,14 +264,14 @@ impl ConnPool {
 }
 
 /// A new keep-alive connection.
-async fn connect(addr: SocketAddr, connect_timeout: Duration) -> Result<Conn, ConnectError> {
+async fn connect(addr: SocketAddr, connect_timeout: Duration) -> Result<Box<Conn>, ConnectError> {
     let stream = match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
         Err(_) => return Err(ConnectError::Timeout(addr)),
         Ok(Err(source)) => return Err(ConnectError::Io { addr, source }),
         Ok(Ok(s)) => s,
     };
     let _ = stream.set_nodelay(true);
-    Ok(Conn::new(stream))
+    Ok(Box::new(Conn::new(stream)))
 }
 
 #[cfg(test)]
