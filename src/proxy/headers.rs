@@ -70,16 +70,24 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 /// [`strip_hop_by_hop`] for a backend's fields, which arrive without the standard
 /// hop-by-hop fields already: takes out `Connection` and every field it names.
 pub fn strip_connection_named(fields: &mut Fields) {
-    let named: Vec<Vec<u8>> = fields
-        .iter()
-        .filter(|(name, _)| name.eq_ignore_ascii_case(b"connection"))
-        .flat_map(|(_, value)| tokens(value))
+    let named: Vec<Vec<u8>> = connection_named(fields)
+        .into_iter()
         .map(<[u8]>::to_vec)
         .collect();
     fields.retain(|name, _| {
         !name.eq_ignore_ascii_case(b"connection")
             && !named.iter().any(|t| name.eq_ignore_ascii_case(t))
     });
+}
+
+/// The field names a head's `Connection` fields list, beyond `close` and `keep-alive`
+/// (which name none): those fields are hop-by-hop too.
+pub fn connection_named(fields: &Fields) -> Vec<&[u8]> {
+    fields
+        .all("connection")
+        .flat_map(tokens)
+        .filter(|t| !is_std_hop(t))
+        .collect()
 }
 
 pub fn is_hop_by_hop(name: &HeaderName) -> bool {
@@ -137,7 +145,7 @@ pub fn connection_upgrade(connection: &[u8]) -> bool {
     tokens(connection).any(|t| t.eq_ignore_ascii_case(b"upgrade"))
 }
 
-pub fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value
         .split(|&b| b == b',')
         .map(<[u8]>::trim_ascii)

@@ -178,11 +178,7 @@ impl Incoming for RawRequest {
         let host = fields.get("host");
         // The rules of `headers::strip_hop_by_hop`, on bytes: hop-by-hop fields go, and
         // so does every field a Connection field names.
-        let named: Vec<&[u8]> = fields
-            .all("connection")
-            .flat_map(headers::tokens)
-            .filter(|t| !headers::is_std_hop(t))
-            .collect();
+        let named = headers::connection_named(fields);
         let goes = |name: &[u8]| {
             headers::is_hop_by_hop_name(name) || named.iter().any(|t| name.eq_ignore_ascii_case(t))
         };

@@ -96,8 +96,7 @@ pub fn parse_head(buf: &mut BytesMut, to_head: bool) -> Result<Option<Head>, Ups
     let switching = status == StatusCode::SWITCHING_PROTOCOLS;
     let mut kept = fields::Spans::new();
     for &span in &spans[..n] {
-        let [ns, nl, vs, vl] = span.map(usize::from);
-        let (name, value) = (&bytes[ns..ns + nl], &bytes[vs..vs + vl]);
+        let (name, value) = fields::field_at(&bytes, span);
         let keep = if name.eq_ignore_ascii_case(b"content-length") {
             let v = fields::content_length(value)
                 .ok_or(UpstreamError::Malformed("invalid Content-Length"))?;
