@@ -18,12 +18,16 @@ use support::{get, raw, request, Proxy, RawUpstream};
 /// backend connections, and these tests count them.
 async fn behind(answer: &'static [u8], close: bool) -> (Proxy, Arc<AtomicUsize>) {
     let (backend, conns) = RawUpstream::Script { answer, close }.start().await;
-    let proxy = Proxy::start(&format!(
-        "[runtime]\nworkers = 1\n[limits]\nretries = 0\nresponse_timeout = \"5s\"\n\
+    (in_front_of(backend, "5s").await, conns)
+}
+
+/// A proxy with one worker and no retries in front of `backend`.
+async fn in_front_of(backend: std::net::SocketAddr, response_timeout: &str) -> Proxy {
+    Proxy::start(&format!(
+        "[runtime]\nworkers = 1\n[limits]\nretries = 0\nresponse_timeout = \"{response_timeout}\"\n\
          [pools.p]\nbackends = [\"{backend}\"]\n[[routes]]\nname = \"r\"\nsplit = {{ p = 1 }}\n"
     ))
-    .await;
-    (proxy, conns)
+    .await
 }
 
 async fn send(proxy: &Proxy, method: Method) -> support::Reply {
@@ -281,11 +285,7 @@ async fn second_answer_never_comes(pause: Duration) {
             });
         }
     });
-    let proxy = Proxy::start(&format!(
-        "[runtime]\nworkers = 1\n[limits]\nretries = 0\nresponse_timeout = \"300ms\"\n\
-         [pools.p]\nbackends = [\"{backend}\"]\n[[routes]]\nname = \"r\"\nsplit = {{ p = 1 }}\n"
-    ))
-    .await;
+    let proxy = in_front_of(backend, "300ms").await;
     assert_eq!(get(proxy.addr, "/", &[]).await.status, 200);
     tokio::time::sleep(pause).await;
     let started = std::time::Instant::now();
