@@ -101,17 +101,23 @@ fn longest_prefix(prefixes: &Prefixes, path: &str) -> Option<usize> {
     if prefixes.by_prefix.is_empty() {
         return None;
     }
-    let path = path.split(['?', '#']).next().unwrap_or(path);
-    let lookup = |candidate: &str| {
-        if candidate.len() > prefixes.longest {
-            return None;
+    let path = &path[..path
+        .bytes()
+        .position(|b| b == b'?' || b == b'#')
+        .unwrap_or(path.len())];
+    // The candidates, longest first: the whole path, then the part before each slash.
+    // Only those no longer than the longest prefix are looked up, so a table with just
+    // a catch-all (`""`) costs one probe, whatever the path.
+    let mut end = path.len();
+    loop {
+        if end <= prefixes.longest {
+            if let Some(&i) = prefixes.by_prefix.get(&path[..end]) {
+                return Some(i);
+            }
         }
-        prefixes.by_prefix.get(candidate).copied()
-    };
-    lookup(path).or_else(|| {
-        path.rmatch_indices('/')
-            .find_map(|(slash, _)| lookup(&path[..slash]))
-    })
+        let within = end.min(prefixes.longest + 1);
+        end = path.as_bytes()[..within].iter().rposition(|&b| b == b'/')?;
+    }
 }
 
 #[cfg(test)]
@@ -164,6 +170,11 @@ mod tests {
             (None, "/ad", Some(1)),
             (Some("only.example.org"), "/x", Some(6)),
             (Some("only.example.org"), "/y", Some(0)),
+            (Some("only.example.org"), "/x/deeper/still", Some(6)),
+            (Some("only.example.org"), "/xy/z", Some(0)),
+            (None, "/ad/ad/ad", Some(1)),
+            (None, "/a/ad", Some(0)),
+            (None, "", Some(0)),
         ];
         for (host, path, want) in cases {
             assert_eq!(t.find(*host, path), *want, "{host:?} {path}");
