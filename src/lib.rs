@@ -37,3 +37,4 @@ pub mod proxy;
 pub mod reload;
 pub mod routing;
 pub mod server;
+pub mod worker;

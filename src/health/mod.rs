@@ -10,7 +10,7 @@ mod probe;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
@@ -35,8 +35,6 @@ pub struct Backend {
     state: AtomicU8,
     /// `f64` bits of the warm-up/slow-start factor in [0, 1]; 0 unless routable.
     factor: AtomicU64,
-    /// Requests currently being forwarded to this backend.
-    pub in_flight: AtomicUsize,
     /// The transition logic; only probe tasks and failure reports lock it, never a pick.
     pub machine: Mutex<Machine>,
     /// Failures on real traffic since the last success; lets a success skip the lock
@@ -170,7 +168,6 @@ impl Registry {
             authority,
             state: AtomicU8::new(m.state() as u8),
             factor: AtomicU64::new(m.factor(now).to_bits()),
-            in_flight: AtomicUsize::new(0),
             machine: Mutex::new(m),
             recent_failures: AtomicU32::new(0),
             conns: ConnPool::default(),

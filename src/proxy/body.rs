@@ -5,8 +5,6 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -14,8 +12,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use super::upstream::Exchange;
-use crate::health::Backend;
+use super::upstream::{Exchange, InFlight};
 
 /// Why a request body could not be forwarded.
 #[derive(Debug, thiserror::Error)]
@@ -134,27 +131,6 @@ impl Body for UpstreamRequestBody {
     }
 }
 
-/// Counts a request against its backend's in-flight number for as long as it lives.
-#[derive(Debug)]
-pub struct InFlight(Arc<Backend>);
-
-impl InFlight {
-    pub fn new(backend: Arc<Backend>) -> Self {
-        backend.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(backend)
-    }
-
-    pub fn backend(&self) -> &Arc<Backend> {
-        &self.0
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 /// The body of a response the proxy sends to its client.
 #[derive(Debug)]
 // Proxied responses are the common case: boxing them would cost an allocation each,
@@ -204,7 +180,7 @@ impl UpstreamBody {
         ) else {
             return;
         };
-        self.in_flight.backend().conns.checkin(conn, until);
+        self.in_flight.checkin(conn, until);
     }
 
     fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Frame<Bytes>>>> {

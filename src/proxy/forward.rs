@@ -14,11 +14,11 @@ use tokio::time::Instant;
 
 use http::Method;
 
-use super::body::{InFlight, ProxyBody, UpstreamBody, UpstreamRequestBody};
+use super::body::{ProxyBody, UpstreamBody, UpstreamRequestBody};
 use super::error::ProxyError;
 use super::headers;
 use super::reply::Reply;
-use super::upstream::{self, Exchange, Head, Outgoing, UpstreamError};
+use super::upstream::{self, Exchange, Head, InFlight, Outgoing, UpstreamError};
 use crate::metrics::Outcome;
 use crate::routing::{Route, Snapshot};
 
@@ -91,11 +91,11 @@ pub async fn forward<'s>(
         let backend = &pool.backends.members()[member].backend;
         outcome.pool = Some(&pool.name);
         outcome.backend = Some(backend.addr);
-        let in_flight = InFlight::new(backend.clone());
+        let in_flight = backend.conns.start();
 
         // A request that cannot be replayed has one chance: its connection must not be
         // one the backend closed a moment ago.
-        let (conn, now) = match backend.conns.idle(now, !replayable) {
+        let (conn, now) = match in_flight.idle(now, !replayable) {
             Some(conn) => (Ok(conn), now),
             None => {
                 let conn = backend.conns.connect(backend.addr, limits.connect_timeout);

@@ -7,7 +7,6 @@
 //! when the client goes away mid-request.
 
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -28,14 +27,14 @@ pub struct InFlight {
 impl InFlight {
     pub fn start(conn: Arc<ConnShared>, shared: Arc<Shared>) -> Self {
         conn.request_started();
-        shared.in_flight.fetch_add(1, Ordering::Relaxed);
+        shared.in_flight.add();
         InFlight { conn, shared }
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.shared.in_flight.sub();
         self.conn.request_done();
     }
 }
@@ -48,14 +47,14 @@ pub struct Counted<'a>(&'a Shared);
 
 impl<'a> Counted<'a> {
     pub fn start(shared: &'a Shared) -> Self {
-        shared.in_flight.fetch_add(1, Ordering::Relaxed);
+        shared.in_flight.add();
         Counted(shared)
     }
 }
 
 impl Drop for Counted<'_> {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.in_flight.sub();
     }
 }
 

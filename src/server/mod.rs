@@ -35,7 +35,7 @@ pub struct Shared {
     /// True once a config is loaded and every listener is bound (`/readyz`).
     pub ready: AtomicBool,
     /// Requests inside the proxy service now, over all connections.
-    pub in_flight: AtomicUsize,
+    pub in_flight: crate::worker::Count,
     /// Open client connections (parked ones included).
     pub connections: AtomicUsize,
     /// Woken when `connections` drops to zero, for draining.
@@ -78,14 +78,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
-    crate::proxy::upstream::set_shards(workers);
+    crate::worker::set_count(workers);
     let registry = Registry::new();
     let snapshot = Snapshot::build(config, &registry, None).await;
     let shared = Arc::new(Shared {
         live: Arc::new(ArcSwap::from_pointee(snapshot)),
         registry,
         ready: AtomicBool::new(false),
-        in_flight: AtomicUsize::new(0),
+        in_flight: crate::worker::Count::default(),
         connections: AtomicUsize::new(0),
         drained: tokio::sync::Notify::new(),
     });
@@ -156,7 +156,7 @@ impl Running {
             }
         })
         .await;
-        let cut = self.shared.in_flight.load(Ordering::Acquire);
+        let cut = self.shared.in_flight.get();
         if cut > 0 {
             tracing::warn!(
                 cut,

@@ -15,7 +15,6 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 
 use super::Shared;
-use crate::proxy::upstream;
 
 /// Binds `addr` once per worker with `SO_REUSEPORT`. The first bind fixes the port, so
 /// port 0 gives every worker the same kernel-chosen port.
@@ -59,7 +58,7 @@ pub(super) fn spawn(
     let thread = std::thread::Builder::new()
         .name(format!("cutover-worker-{index}"))
         .spawn(move || {
-            upstream::set_current_shard(index);
+            crate::worker::set_current(index);
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()

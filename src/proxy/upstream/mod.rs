@@ -1,7 +1,7 @@
 //! Keep-alive HTTP/1.1 connections to backends, and the exchange of one request on
 //! one of them.
 //!
-//! Each backend keeps its own idle list. A connection is checked out before the request
+//! Each backend keeps an idle list per worker. A connection is checked out before the request
 //! is written, so a failed connect leaves the request (and its body) in the caller's
 //! hands for a retry elsewhere; it goes back to the list only once both the request
 //! and the response have been carried whole.
@@ -9,14 +9,13 @@
 mod exchange;
 mod response;
 
-use std::cell::Cell;
 use std::future::Future;
 use std::io;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -29,6 +28,7 @@ pub use exchange::{Exchange, Outgoing};
 pub use response::Head;
 
 use super::body::RequestBodyError;
+use crate::worker;
 
 /// Idle connections kept per backend; enough for a busy backend without hoarding fds.
 const MAX_IDLE_CONNS: usize = 256;
@@ -43,11 +43,15 @@ pub const MAX_IDLE: Duration = Duration::from_secs(50);
 /// Idle connections with the time each stops being reusable.
 type IdleList = Mutex<Vec<(Box<Conn>, Instant)>>;
 
-/// One worker's idle list, alone on its cache lines: the workers lock their lists on
-/// every request, and lists sharing a line would bounce it between cores.
+/// One worker's share of a backend, alone on its cache lines: its idle connections and
+/// its requests in flight there. Each request writes both; shared between workers,
+/// those lines would move between cores on every request.
 #[derive(Debug, Default)]
 #[repr(align(128))]
-struct Shard(IdleList);
+struct Shard {
+    idle: IdleList,
+    in_flight: AtomicUsize,
+}
 
 /// A connection to a backend with its buffers, which live as long as it does. Always
 /// boxed: it moves from the pool into a request's exchange and on into its reply, and
@@ -135,38 +139,30 @@ impl Conn {
     }
 }
 
-/// How many shards a new pool gets: one per worker thread.
-static SHARDS: AtomicUsize = AtomicUsize::new(1);
-
-thread_local! {
-    /// The worker this thread serves for; picks its shard of every pool.
-    static SHARD: Cell<usize> = const { Cell::new(0) };
-}
-
-/// Sets the number of worker threads, before any backend is created.
-pub fn set_shards(workers: usize) {
-    SHARDS.store(workers.max(1), Ordering::Relaxed);
-}
-
-/// Marks the calling thread as worker `index`.
-pub fn set_current_shard(index: usize) {
-    SHARD.with(|s| s.set(index));
-}
-
-/// The idle connections of one backend, one list per worker thread: a connection is
-/// driven by a task on the worker that opened it, so reusing it from that worker keeps
-/// its wake-ups on one thread.
+/// The connections of one backend and the requests on them, one shard per worker
+/// thread: a connection is driven by a task on the worker that used it last, so
+/// reusing it from that worker keeps its wake-ups on one thread.
 #[derive(Debug)]
 pub struct ConnPool {
-    idle: Box<[Shard]>,
+    shards: Box<[Arc<Shard>]>,
 }
 
 impl Default for ConnPool {
     fn default() -> Self {
-        let n = SHARDS.load(Ordering::Relaxed);
         ConnPool {
-            idle: (0..n).map(|_| Shard::default()).collect(),
+            shards: (0..worker::count()).map(|_| Arc::default()).collect(),
         }
+    }
+}
+
+/// A request on its way to a backend, counted in the backend's in-flight number until
+/// dropped; its connection comes from, and goes back to, the calling worker's shard.
+#[derive(Debug)]
+pub struct InFlight(Arc<Shard>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -214,16 +210,19 @@ impl UpstreamError {
 }
 
 impl ConnPool {
-    /// An idle connection that is still open at `now`; `sure` for a request that must
-    /// not fail (it could not be retried), at the cost of a syscall. Not async: the
-    /// common case, a pooled connection, then costs the request's state machine nothing.
-    pub fn idle(&self, now: Instant, sure: bool) -> Option<Box<Conn>> {
-        while let Some((conn, expires)) = self.pop() {
-            if now < expires && conn.looks_open(sure) {
-                return Some(conn);
-            }
-        }
-        None
+    /// Starts a request on this backend from the calling worker.
+    pub fn start(&self) -> InFlight {
+        let shard = &self.shards[worker::slot(self.shards.len())];
+        shard.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(Arc::clone(shard))
+    }
+
+    /// Requests in flight to this backend, over all workers.
+    pub fn in_flight(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.in_flight.load(Ordering::Relaxed))
+            .fold(0, usize::wrapping_add)
     }
 
     /// A new connection.
@@ -236,6 +235,20 @@ impl ConnPool {
         // request's state machine (moved several times per request) much larger.
         Box::pin(connect(addr, connect_timeout)).await
     }
+}
+
+impl InFlight {
+    /// An idle connection that is still open at `now`; `sure` for a request that must
+    /// not fail (it could not be retried), at the cost of a syscall. Not async: the
+    /// common case, a pooled connection, then costs the request's state machine nothing.
+    pub fn idle(&self, now: Instant, sure: bool) -> Option<Box<Conn>> {
+        while let Some((conn, expires)) = self.pop() {
+            if now < expires && conn.looks_open(sure) {
+                return Some(conn);
+            }
+        }
+        None
+    }
 
     /// Returns a connection whose last response is complete, reusable until `expires`.
     pub fn checkin(&self, mut conn: Box<Conn>, expires: Instant) {
@@ -246,7 +259,7 @@ impl ConnPool {
         if conn.rbuf.capacity() > FIRST_READ {
             conn.rbuf = BytesMut::new();
         }
-        if let Ok(mut idle) = self.shard().lock() {
+        if let Ok(mut idle) = self.0.idle.lock() {
             if idle.len() < MAX_IDLE_CONNS {
                 idle.push((conn, expires));
             }
@@ -254,12 +267,7 @@ impl ConnPool {
     }
 
     fn pop(&self) -> Option<(Box<Conn>, Instant)> {
-        self.shard().lock().ok()?.pop()
-    }
-
-    fn shard(&self) -> &IdleList {
-        let i = SHARD.with(Cell::get) % self.idle.len();
-        &self.idle[i].0
+        self.0.idle.lock().ok()?.pop()
     }
 }
 
@@ -277,6 +285,18 @@ async fn connect(addr: SocketAddr, connect_timeout: Duration) -> Result<Box<Conn
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_is_in_flight_until_it_is_dropped() {
+        let pool = ConnPool::default();
+        let first = pool.start();
+        let second = pool.start();
+        assert_eq!(pool.in_flight(), 2);
+        drop(first);
+        assert_eq!(pool.in_flight(), 1);
+        drop(second);
+        assert_eq!(pool.in_flight(), 0);
+    }
 
     #[tokio::test(flavor = "current_thread")]
     async fn a_sure_look_sees_a_close_the_reactor_has_not() {
