@@ -9,27 +9,34 @@ use http::StatusCode;
 use smallvec::SmallVec;
 
 /// Where one field's name and value lie in its head: offset and length of each. Heads
-/// longer than 64 KiB never get here, and 16 bits keep the array of spans (zeroed for
-/// every head) small.
+/// longer than 64 KiB never get here, and 16 bits keep the inline list of spans small.
 pub type Span = [u16; 4];
 
-/// The longest head whose fields [`spans`] can record.
+/// The longest head whose fields [`span_of`] can record.
 pub const MAX_HEAD: usize = u16::MAX as usize;
 
-/// Records where `fields`, parsed from `head`, lie in it; returns how many it recorded.
-/// `head` must be at most [`MAX_HEAD`] bytes.
-pub fn spans(head: &[u8], fields: &[httparse::Header<'_>], out: &mut [Span]) -> usize {
-    let base = head.as_ptr() as usize;
-    let at = |p: *const u8| (p as usize - base) as u16;
-    for (span, f) in out.iter_mut().zip(fields) {
-        *span = [
-            at(f.name.as_ptr()),
-            f.name.len() as u16,
-            at(f.value.as_ptr()),
-            f.value.len() as u16,
-        ];
-    }
-    fields.len().min(out.len())
+/// Where `field`, parsed from `head`, lies in it. `head` must be at most [`MAX_HEAD`]
+/// bytes.
+pub fn span_of(head: &[u8], field: &httparse::Header<'_>) -> Span {
+    let at = |p: *const u8| (p as usize - head.as_ptr() as usize) as u16;
+    [
+        at(field.name.as_ptr()),
+        field.name.len() as u16,
+        at(field.value.as_ptr()),
+        field.value.len() as u16,
+    ]
+}
+
+/// Whether the field name `name`, in any case, is `lower`: a name in lower case made of
+/// letters, digits and `-`.
+///
+/// Field names are compared on every field of every head, and the standard
+/// case-insensitive comparison folds both sides byte by byte. Here one side is known
+/// lower case, and `name` is a token (httparse and `HeaderName` accept nothing else):
+/// setting bit 0x20 of a byte folds an upper-case letter and leaves every other token
+/// byte unlike any letter, digit or `-` it is not.
+pub fn name_is(name: &[u8], lower: &[u8]) -> bool {
+    name.len() == lower.len() && name.iter().zip(lower).all(|(&n, &l)| n | 0x20 == l)
 }
 
 /// A head's fields as they came off the wire: its frozen bytes, and where each field
@@ -47,7 +54,7 @@ pub struct Fields {
 pub type Spans = SmallVec<[Span; 8]>;
 
 impl Fields {
-    /// The fields at `spans` of `head` (as [`spans`] recorded them).
+    /// The fields at `spans` of `head` (as [`span_of`] recorded them).
     pub fn new(head: Bytes, spans: Spans) -> Self {
         Fields { head, spans }
     }
@@ -81,17 +88,17 @@ impl Fields {
         })
     }
 
-    /// The first value of the field `name` (lower case).
+    /// The first value of the field `name` (lower case, see [`name_is`]).
     pub fn get(&self, name: &str) -> Option<&[u8]> {
         self.iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .find(|(n, _)| name_is(n, name.as_bytes()))
             .map(|(_, v)| v)
     }
 
-    /// Every value of the field `name` (lower case), in order.
+    /// Every value of the field `name` (lower case, see [`name_is`]), in order.
     pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
         self.iter()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .filter(move |(n, _)| name_is(n, name.as_bytes()))
             .map(|(_, v)| v)
     }
 
@@ -266,12 +273,26 @@ mod tests {
         else {
             panic!("parse");
         };
-        let mut out = [[0u16; 4]; 4];
-        let n = spans(raw, parsed, &mut out);
+        let spans = parsed.iter().map(|f| span_of(raw, f)).collect();
         let head = Bytes::from_static(raw);
-        let map = Fields::new(head, Spans::from_slice(&out[..n])).to_map(0);
+        let map = Fields::new(head, spans).to_map(0);
         assert_eq!(map.get("x-a").map(HeaderValue::as_bytes), Some(&b"1"[..]));
         assert_eq!(map.get("x-b").map(HeaderValue::as_bytes), Some(&b"two"[..]));
+    }
+
+    #[test]
+    fn name_is_agrees_with_the_standard_comparison_on_tokens() {
+        // tchar (RFC 9110 5.6.2): every byte a field name may hold.
+        let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+        let lower = b"abcdefghijklmnopqrstuvwxyz0123456789-";
+        for b in (0..=255u8).filter(|&b| tchar(b)) {
+            for &l in lower {
+                assert_eq!(name_is(&[b], &[l]), b.eq_ignore_ascii_case(&l), "{b} {l}");
+            }
+        }
+        assert!(name_is(b"Content-LENGTH", b"content-length"));
+        assert!(!name_is(b"content_length", b"content-length"));
+        assert!(!name_is(b"host", b"hos"));
     }
 
     #[test]

@@ -75,8 +75,7 @@ pub fn strip_connection_named(fields: &mut Fields) {
         .map(<[u8]>::to_vec)
         .collect();
     fields.retain(|name, _| {
-        !name.eq_ignore_ascii_case(b"connection")
-            && !named.iter().any(|t| name.eq_ignore_ascii_case(t))
+        !fields::name_is(name, b"connection") && !named.iter().any(|t| name.eq_ignore_ascii_case(t))
     });
 }
 
@@ -104,10 +103,8 @@ pub fn is_hop_by_hop_name(name: &[u8]) -> bool {
         b"upgrade",
         b"keep-alive",
     ];
-    HOPS.iter().any(|hop| name.eq_ignore_ascii_case(hop))
-        || name
-            .get(..6)
-            .is_some_and(|p| p.eq_ignore_ascii_case(b"proxy-"))
+    HOPS.iter().any(|hop| fields::name_is(name, hop))
+        || name.get(..6).is_some_and(|p| fields::name_is(p, b"proxy-"))
 }
 
 /// `close` and `keep-alive` name no extra header to remove.

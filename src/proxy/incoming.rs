@@ -133,6 +133,76 @@ pub struct RawRequest {
     pub version: Version,
     pub uri: Uri,
     pub fields: Fields,
+    /// Which fields the proxy reads are there, noted as the head was parsed.
+    pub sent: Sent,
+}
+
+/// The fields the proxy reads that a plain request carries, noted in the pass that
+/// records its fields. Most requests carry few of them, and an absent one then costs
+/// no search of the head.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Sent(u8);
+
+impl Sent {
+    pub const HOST: u8 = 1;
+    pub const CONTENT_LENGTH: u8 = 1 << 1;
+    pub const CONNECTION: u8 = 1 << 2;
+    pub const UPGRADE: u8 = 1 << 3;
+    pub const COOKIE: u8 = 1 << 4;
+    pub const X_REQUEST_ID: u8 = 1 << 5;
+    pub const X_FORWARDED_FOR: u8 = 1 << 6;
+
+    /// The bit of the field `name` (any case); 0 for a name not tracked.
+    pub fn bit(name: &[u8]) -> u8 {
+        let (known, bit): (&[u8], u8) = match name.len() {
+            4 => (b"host", Self::HOST),
+            6 => (b"cookie", Self::COOKIE),
+            7 => (b"upgrade", Self::UPGRADE),
+            10 => (b"connection", Self::CONNECTION),
+            12 => (b"x-request-id", Self::X_REQUEST_ID),
+            14 => (b"content-length", Self::CONTENT_LENGTH),
+            15 => (b"x-forwarded-for", Self::X_FORWARDED_FOR),
+            _ => return 0,
+        };
+        if fields::name_is(name, known) {
+            bit
+        } else {
+            0
+        }
+    }
+
+    pub fn note(&mut self, name: &[u8]) {
+        self.0 |= Self::bit(name);
+    }
+
+    pub fn has(self, bit: u8) -> bool {
+        self.0 & bit != 0
+    }
+
+    /// Whether a field `name` may be there: tracked fields are known absent or not.
+    fn may_have(self, name: &[u8]) -> bool {
+        let bit = Self::bit(name);
+        bit == 0 || self.has(bit)
+    }
+}
+
+impl RawRequest {
+    /// Every value of the field `name` (lower case), searched only when it may be there.
+    fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.sent
+            .may_have(name.as_bytes())
+            .then(|| self.fields.all(name))
+            .into_iter()
+            .flatten()
+    }
+
+    fn get(&self, name: &str) -> Option<&[u8]> {
+        if self.sent.may_have(name.as_bytes()) {
+            self.fields.get(name)
+        } else {
+            None
+        }
+    }
 }
 
 impl Incoming for RawRequest {
@@ -149,15 +219,15 @@ impl Incoming for RawRequest {
     }
 
     fn host(&self) -> Option<&[u8]> {
-        self.fields.get("host")
+        self.get("host")
     }
 
     fn field(&self, name: &HeaderName) -> Option<&[u8]> {
-        self.fields.get(name.as_str())
+        self.get(name.as_str())
     }
 
     fn cookies(&self) -> impl Iterator<Item = &[u8]> {
-        self.fields.all("cookie")
+        self.all("cookie")
     }
 
     fn wants_upgrade(&self) -> bool {
@@ -166,7 +236,7 @@ impl Incoming for RawRequest {
     }
 
     fn request_id(&self) -> RequestId {
-        let sent = self.fields.all("x-request-id");
+        let sent = self.all("x-request-id");
         RequestId::choose(sent, |v| {
             HeaderValue::from_maybe_shared(self.fields.share(v)).ok()
         })
@@ -175,10 +245,14 @@ impl Incoming for RawRequest {
     fn into_upstream(self, client: &Client, request_id: &RequestId) -> Upstream {
         let fields = &self.fields;
         let target = self.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        let host = fields.get("host");
+        let host = self.get("host");
         // The rules of `headers::strip_hop_by_hop`, on bytes: hop-by-hop fields go, and
         // so does every field a Connection field names.
-        let named = headers::connection_named(fields);
+        let named = if self.sent.has(Sent::CONNECTION) {
+            headers::connection_named(fields)
+        } else {
+            Vec::new()
+        };
         let goes = |name: &[u8]| {
             headers::is_hop_by_hop_name(name) || named.iter().any(|t| name.eq_ignore_ascii_case(t))
         };
@@ -192,7 +266,7 @@ impl Incoming for RawRequest {
                 "x-request-id",
             ]
             .iter()
-            .any(|o| name.eq_ignore_ascii_case(o.as_bytes()))
+            .any(|o| fields::name_is(name, o.as_bytes()))
         };
         let mut out = bytes::BytesMut::with_capacity(
             self.method.as_str().len()
@@ -213,7 +287,7 @@ impl Incoming for RawRequest {
                 continue;
             }
             // The guard let through only equal repeats; one goes on (as hyper does).
-            if name.eq_ignore_ascii_case(b"content-length") {
+            if fields::name_is(name, b"content-length") {
                 if length_sent {
                     continue;
                 }
@@ -228,7 +302,7 @@ impl Incoming for RawRequest {
         out.extend_from_slice(X_FORWARDED_FOR.as_str().as_bytes());
         out.extend_from_slice(b": ");
         if !goes(X_FORWARDED_FOR.as_str().as_bytes()) {
-            for hop in fields.all("x-forwarded-for") {
+            for hop in self.all("x-forwarded-for") {
                 out.extend_from_slice(hop);
                 out.extend_from_slice(b", ");
             }

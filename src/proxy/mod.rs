@@ -27,7 +27,7 @@ use http::{HeaderValue, Method, Request, Version};
 
 pub use body::{ClientBody, ProxyBody, UpstreamRequestBody};
 pub use error::ProxyError;
-pub use incoming::{Incoming, RawRequest};
+pub use incoming::{Incoming, RawRequest, Sent};
 pub use reply::Reply;
 pub use upstream::ConnPool;
 
@@ -132,8 +132,13 @@ async fn route_and_forward<'s>(
     // 1. The request itself.
     check_request(&req, limits.max_body_bytes)?;
     // 2. Route.
+    let host = if snapshot.routes_by_host() {
+        req.host().and_then(fields::visible_str)
+    } else {
+        None
+    };
     let route = snapshot
-        .route(req.host().and_then(fields::visible_str), req.uri().path())
+        .route(host, req.uri().path())
         .ok_or(ProxyError::NoRoute)?;
     outcome.route = Some(&route.name);
     // 3. Pool.

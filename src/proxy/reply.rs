@@ -7,7 +7,7 @@
 use http::{header, HeaderValue, Response, StatusCode};
 
 use super::body::ProxyBody;
-use super::fields::Fields;
+use super::fields::{self, Fields};
 use super::headers::{RequestId, X_REQUEST_ID};
 
 #[derive(Debug)]
@@ -36,8 +36,8 @@ impl Reply {
     /// Whether an HTTP/1 writer passes the field `name` on as it is: it writes its own
     /// `Connection`, and the proxy's request id replaces the backend's.
     pub fn passes(&self, name: &[u8]) -> bool {
-        !(name.eq_ignore_ascii_case(b"connection")
-            || self.request_id.is_some() && name.eq_ignore_ascii_case(b"x-request-id"))
+        !(fields::name_is(name, b"connection")
+            || self.request_id.is_some() && fields::name_is(name, b"x-request-id"))
     }
 
     /// The answer as hyper takes it.

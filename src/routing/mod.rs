@@ -146,6 +146,11 @@ impl Snapshot {
         }
     }
 
+    /// Whether any route names a host (see [`RouteTable::by_host`]).
+    pub fn routes_by_host(&self) -> bool {
+        self.table.by_host()
+    }
+
     /// The route for a request's host and path.
     pub fn route(&self, host: Option<&str>, path: &str) -> Option<&Route> {
         self.table.find(host, path).and_then(|i| self.routes.get(i))

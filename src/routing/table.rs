@@ -51,12 +51,15 @@ impl RouteTable {
         t
     }
 
+    /// Whether any route names a host: if none does, a request's host need not be read.
+    pub fn by_host(&self) -> bool {
+        !self.exact.is_empty() || !self.wildcard.is_empty()
+    }
+
     /// The route for `host` (any case, port ignored; `None` if the request had none) and
     /// `path` (without the query).
     pub fn find(&self, host: Option<&str>, path: &str) -> Option<usize> {
-        // Without host routes the host needs no reading at all.
-        let by_host = !self.exact.is_empty() || !self.wildcard.is_empty();
-        if let Some(host) = host.filter(|_| by_host).map(strip_port) {
+        if let Some(host) = host.filter(|_| self.by_host()).map(strip_port) {
             let lower;
             let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
                 lower = host.to_ascii_lowercase();

@@ -169,7 +169,7 @@ pub fn framing_of(req: &httparse::Request<'_, '_>) -> Result<Scan, FramingError>
     let mut connection_upgrade = false;
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
-        if name.eq_ignore_ascii_case(b"content-length") {
+        if fields::name_is(name, b"content-length") {
             let n = fields::content_length(h.value)
                 .ok_or(FramingError::BadRequest("invalid Content-Length"))?;
             if content_length.is_some_and(|prev| prev != n) {
@@ -178,16 +178,16 @@ pub fn framing_of(req: &httparse::Request<'_, '_>) -> Result<Scan, FramingError>
                 ));
             }
             content_length = Some(n);
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+        } else if fields::name_is(name, b"transfer-encoding") {
             transfer_encoding = true;
             chunked_last = fields::ends_in_chunked(h.value);
-        } else if name.eq_ignore_ascii_case(b"host") {
+        } else if fields::name_is(name, b"host") {
             hosts += 1;
-        } else if name.eq_ignore_ascii_case(b"upgrade") {
+        } else if fields::name_is(name, b"upgrade") {
             // h2c upgrades are not tunnelled (the proxy strips them), so they do not
             // switch the connection. The proxy reads both fields by the same rules.
             upgrade |= headers::switches(h.value);
-        } else if name.eq_ignore_ascii_case(b"connection") {
+        } else if fields::name_is(name, b"connection") {
             connection_upgrade |= headers::connection_upgrade(h.value);
         }
     }

@@ -31,7 +31,7 @@ use super::framing::{self, Scan};
 use super::guard::{self, GuardLimits};
 use super::{date, inflight, Shared};
 use crate::proxy::fields::{self, Fields};
-use crate::proxy::{Client, Proxy, ProxyError, RawRequest, Reply};
+use crate::proxy::{Client, Proxy, ProxyError, RawRequest, Reply, Sent};
 
 /// What the connection does after this server let go of it.
 #[derive(Debug)]
@@ -220,13 +220,15 @@ fn parse(buf: &mut BytesMut, max_head: usize) -> Parsed {
     if !matches!(framing::framing_of(&req), Ok(Scan::Head)) {
         return Parsed::Other;
     }
+    let mut sent = Sent::default();
+    let mut spans = fields::Spans::new();
+    for field in &*req.headers {
+        sent.note(field.name.as_bytes());
+        spans.push(fields::span_of(buf, field));
+    }
     // Protocol switches, even refused ones (h2c), are hyper's: it owns the upgrade
     // machinery, and one path for them is one set of rules to get right.
-    if req
-        .headers
-        .iter()
-        .any(|h| h.name.eq_ignore_ascii_case("upgrade"))
-    {
+    if sent.has(Sent::UPGRADE) {
         return Parsed::Other;
     }
     let version = match req.version {
@@ -244,8 +246,6 @@ fn parse(buf: &mut BytesMut, max_head: usize) -> Parsed {
     if !path.starts_with('/') || method == Method::CONNECT {
         return Parsed::Other;
     }
-    let mut spans = [[0u16; 4]; framing::MAX_HEADERS];
-    let n = fields::spans(buf, req.headers, &mut spans);
     let path_at = path.as_ptr() as usize - buf.as_ptr() as usize;
     let path_len = path.len();
 
@@ -253,12 +253,14 @@ fn parse(buf: &mut BytesMut, max_head: usize) -> Parsed {
     let Ok(uri) = Uri::from_maybe_shared(head.slice(path_at..path_at + path_len)) else {
         return Parsed::Bad("invalid request target");
     };
-    let fields = Fields::new(head, fields::Spans::from_slice(&spans[..n]));
+    let fields = Fields::new(head, spans);
     let mut close = false;
     let mut keep_alive = false;
-    for value in fields.all("connection") {
-        close |= fields::lists(value, b"close");
-        keep_alive |= fields::lists(value, b"keep-alive");
+    if sent.has(Sent::CONNECTION) {
+        for value in fields.all("connection") {
+            close |= fields::lists(value, b"close");
+            keep_alive |= fields::lists(value, b"keep-alive");
+        }
     }
     let keep = if version == Version::HTTP_11 {
         !close
@@ -270,6 +272,7 @@ fn parse(buf: &mut BytesMut, max_head: usize) -> Parsed {
         version,
         uri,
         fields,
+        sent,
     };
     Parsed::Plain(request, keep)
 }
@@ -303,8 +306,8 @@ async fn write_response(
     for (name, line) in reply.fields.lines() {
         if reply.passes(name) {
             fields::put_line(out, line);
-            dated |= name.eq_ignore_ascii_case(b"date");
-            has_length |= name.eq_ignore_ascii_case(b"content-length");
+            dated |= fields::name_is(name, b"date");
+            has_length |= fields::name_is(name, b"content-length");
         }
     }
     if let Some(id) = &reply.request_id {
@@ -466,6 +469,32 @@ mod tests {
         assert!(!keeps(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n"));
         assert!(!keeps(b"GET / HTTP/1.0\r\n\r\n"));
         assert!(keeps(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"));
+    }
+
+    #[test]
+    fn the_fields_the_proxy_reads_are_noted_in_any_case() {
+        let raw = b"GET / HTTP/1.1\r\nHOST: x\r\ncookie: a=1\r\nX-Forwarded-For: 10.0.0.1\r\n\
+                    x-request-ID: r\r\nConnection: x-a\r\nContent-Length: 0\r\nHoss: y\r\n\r\n";
+        let Parsed::Plain(req, _) = parse(&mut BytesMut::from(&raw[..]), 8192) else {
+            panic!("not plain");
+        };
+        for bit in [
+            Sent::HOST,
+            Sent::COOKIE,
+            Sent::X_FORWARDED_FOR,
+            Sent::X_REQUEST_ID,
+            Sent::CONNECTION,
+            Sent::CONTENT_LENGTH,
+        ] {
+            assert!(req.sent.has(bit), "bit {bit}");
+        }
+        let Parsed::Plain(bare, _) = parse(
+            &mut BytesMut::from(&b"GET / HTTP/1.1\r\nHosts: x\r\nCookies: y\r\n\r\n"[..]),
+            8192,
+        ) else {
+            panic!("not plain");
+        };
+        assert!(!bare.sent.has(Sent::HOST) && !bare.sent.has(Sent::COOKIE));
     }
 
     #[test]

@@ -82,8 +82,11 @@ pub fn parse_head(buf: &mut BytesMut, to_head: bool) -> Result<Option<Head>, Ups
     let status = StatusCode::from_u16(code)
         .map_err(|_| UpstreamError::Malformed("invalid response status"))?;
     let http11 = parsed.version == Some(1);
-    let mut spans = [[0u16; 4]; MAX_HEADERS];
-    let n = fields::spans(buf, parsed.headers, &mut spans);
+    let spans: fields::Spans = parsed
+        .headers
+        .iter()
+        .map(|field| fields::span_of(buf, field))
+        .collect();
     let bytes = buf.split_to(len).freeze();
 
     let mut length: Option<u64> = None;
@@ -95,9 +98,9 @@ pub fn parse_head(buf: &mut BytesMut, to_head: bool) -> Result<Option<Head>, Ups
     // whole; or for a Connection that names other fields, which the caller strips.
     let switching = status == StatusCode::SWITCHING_PROTOCOLS;
     let mut kept = fields::Spans::new();
-    for &span in &spans[..n] {
+    for &span in &spans {
         let (name, value) = fields::field_at(&bytes, span);
-        let keep = if name.eq_ignore_ascii_case(b"content-length") {
+        let keep = if fields::name_is(name, b"content-length") {
             let v = fields::content_length(value)
                 .ok_or(UpstreamError::Malformed("invalid Content-Length"))?;
             if length.is_some_and(|l| l != v) {
@@ -106,17 +109,17 @@ pub fn parse_head(buf: &mut BytesMut, to_head: bool) -> Result<Option<Head>, Ups
             // Repeats of the same length travel as one (as hyper writes them): some
             // clients refuse a repeated Content-Length outright.
             length.replace(v).is_none()
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+        } else if fields::name_is(name, b"transfer-encoding") {
             // Only the last coding matters: chunked if it is chunked, else the body
             // runs until the connection closes (RFC 9112 6.3, rule 4).
             chunked = Some(fields::ends_in_chunked(value));
             switching
-        } else if name.eq_ignore_ascii_case(b"connection") {
+        } else if fields::name_is(name, b"connection") {
             keep_alive &= !fields::lists(value, b"close");
             let named = !headers::is_std_hop(value);
             names_more |= named;
             switching || named
-        } else if name.eq_ignore_ascii_case(b"keep-alive") {
+        } else if fields::name_is(name, b"keep-alive") {
             idle_for = headers::keep_alive_timeout(value);
             switching
         } else {
@@ -140,7 +143,7 @@ pub fn parse_head(buf: &mut BytesMut, to_head: bool) -> Result<Option<Head>, Ups
     if chunked.is_some() && !bodiless {
         // The body is re-framed for the client; a Content-Length beside
         // Transfer-Encoding is wrong and must not travel on (RFC 9112 6.3, rule 3).
-        fields.retain(|name, _| !name.eq_ignore_ascii_case(b"content-length"));
+        fields.retain(|name, _| !fields::name_is(name, b"content-length"));
     }
     if framing == Framing::UntilClose {
         keep_alive = false;
