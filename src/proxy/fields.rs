@@ -88,6 +88,11 @@ impl Fields {
         })
     }
 
+    /// The value of the field at `span`, one of these fields' own.
+    pub fn value_at(&self, span: Span) -> &[u8] {
+        field_at(&self.head, span).1
+    }
+
     /// The first value of the field `name` (lower case, see [`name_is`]).
     pub fn get(&self, name: &str) -> Option<&[u8]> {
         self.iter()

@@ -9,7 +9,7 @@ use http_body::Body;
 use hyper::upgrade::OnUpgrade;
 
 use super::body::ClientBody;
-use super::fields::{self, Fields};
+use super::fields::{self, Fields, Span};
 use super::headers::{self, RequestId, X_FORWARDED_FOR, X_REQUEST_ID};
 use super::upstream::Outgoing;
 use super::Client;
@@ -139,9 +139,13 @@ pub struct RawRequest {
 
 /// The fields the proxy reads that a plain request carries, noted in the pass that
 /// records its fields. Most requests carry few of them, and an absent one then costs
-/// no search of the head.
+/// no search of the head; the Host field, which nearly all carry and several steps
+/// read, is kept where it lies.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct Sent(u8);
+pub struct Sent {
+    bits: u8,
+    host: Option<Span>,
+}
 
 impl Sent {
     pub const HOST: u8 = 1;
@@ -171,12 +175,17 @@ impl Sent {
         }
     }
 
-    pub fn note(&mut self, name: &[u8]) {
-        self.0 |= Self::bit(name);
+    /// Notes the field at `span`, named `name`.
+    pub fn note(&mut self, name: &[u8], span: Span) {
+        let bit = Self::bit(name);
+        if bit == Self::HOST && !self.has(bit) {
+            self.host = Some(span);
+        }
+        self.bits |= bit;
     }
 
     pub fn has(self, bit: u8) -> bool {
-        self.0 & bit != 0
+        self.bits & bit != 0
     }
 
     /// Whether a field `name` may be there: tracked fields are known absent or not.
@@ -197,6 +206,9 @@ impl RawRequest {
     }
 
     fn get(&self, name: &str) -> Option<&[u8]> {
+        if name == "host" {
+            return self.sent.host.map(|span| self.fields.value_at(span));
+        }
         if self.sent.may_have(name.as_bytes()) {
             self.fields.get(name)
         } else {

@@ -223,8 +223,9 @@ fn parse(buf: &mut BytesMut, max_head: usize) -> Parsed {
     let mut sent = Sent::default();
     let mut spans = fields::Spans::new();
     for field in &*req.headers {
-        sent.note(field.name.as_bytes());
-        spans.push(fields::span_of(buf, field));
+        let span = fields::span_of(buf, field);
+        sent.note(field.name.as_bytes(), span);
+        spans.push(span);
     }
     // Protocol switches, even refused ones (h2c), are hyper's: it owns the upgrade
     // machinery, and one path for them is one set of rules to get right.
@@ -435,6 +436,7 @@ fn takes(bytes: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::Incoming;
 
     #[test]
     fn only_plain_requests_stay_here() {
@@ -495,6 +497,15 @@ mod tests {
             panic!("not plain");
         };
         assert!(!bare.sent.has(Sent::HOST) && !bare.sent.has(Sent::COOKIE));
+        assert_eq!(bare.host(), None);
+        let Parsed::Plain(two, _) = parse(
+            &mut BytesMut::from(&b"GET / HTTP/1.0\r\nX: 1\r\nhOST: a\r\n\r\n"[..]),
+            8192,
+        ) else {
+            panic!("not plain");
+        };
+        assert_eq!(two.host(), Some(&b"a"[..]));
+        assert_eq!(two.field(&http::header::HOST), Some(&b"a"[..]));
     }
 
     #[test]
