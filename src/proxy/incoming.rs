@@ -280,7 +280,7 @@ impl Incoming for RawRequest {
             .iter()
             .any(|o| fields::name_is(name, o.as_bytes()))
         };
-        let mut out = bytes::BytesMut::with_capacity(
+        let mut out = Outgoing::buffer(
             self.method.as_str().len()
                 + target.len()
                 + fields.encoded_len()
