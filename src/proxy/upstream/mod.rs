@@ -63,12 +63,17 @@ pub struct Conn {
     wbuf: BytesMut,
     /// How much the next read asks for: grows while reads come back full.
     read_size: usize,
-    /// The response clock, one per connection, moved on for each request. A later
-    /// deadline only updates the entry already in the timer wheel, where a timer made
-    /// per request took the wheel's lock twice: to go in and to come out. It stays
-    /// armed between requests and may wake the last one's task once, for nothing:
-    /// cheaper than disarming it, which would cost the next request a registration.
+    /// The response clock, one per connection. A timer made per request took the
+    /// timer wheel's lock twice, to go in and to come out; moving one on for each
+    /// request still cost a trip to the wheel. So it is moved only to an earlier
+    /// deadline: set for an earlier request, it rings before `response_due`, and is
+    /// then moved on to it (about once per response timeout on a busy connection).
+    /// It stays armed between requests and may wake the last one's task once, for
+    /// nothing: cheaper than disarming it, which would cost the next request a
+    /// registration.
     response_clock: Pin<Box<Sleep>>,
+    /// When the current request's response head is due.
+    response_due: Instant,
 }
 
 /// The first read of a connection asks for this much; enough for a typical head and
@@ -86,18 +91,31 @@ impl Conn {
             rbuf: BytesMut::new(),
             wbuf: BytesMut::new(),
             read_size: FIRST_READ,
-            // Always moved before it is polled.
+            // Always given a deadline before it is polled.
             response_clock: Box::pin(tokio::time::sleep(MAX_IDLE)),
+            response_due: Instant::now() + MAX_IDLE,
         }
     }
 
     /// Sets when the response clock runs out.
     fn set_response_deadline(&mut self, deadline: Instant) {
-        self.response_clock.as_mut().reset(deadline);
+        self.response_due = deadline;
+        if deadline < self.response_clock.deadline() {
+            self.response_clock.as_mut().reset(deadline);
+        }
     }
 
+    /// Ready once `response_due` has passed.
     fn poll_response_clock(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        self.response_clock.as_mut().poll(cx)
+        loop {
+            std::task::ready!(self.response_clock.as_mut().poll(cx));
+            if Instant::now() >= self.response_due {
+                return Poll::Ready(());
+            }
+            // Set for an earlier request: on to this one's deadline.
+            let due = self.response_due;
+            self.response_clock.as_mut().reset(due);
+        }
     }
 
     /// Reads what the backend has sent into the read buffer.
