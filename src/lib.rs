@@ -6,7 +6,8 @@
 //! start, ejection) · [`proxy`] (the service that forwards one request, and the
 //! HTTP/1.1 client for backends) · [`server`] (listeners, cutover's own HTTP/1 server
 //! for plain requests, hyper behind the framing guard for the rest, idle parking,
-//! shutdown) · [`reload`] (SIGHUP) · [`admin`] (health endpoints) · [`metrics`] (the
+//! shutdown) · [`worker`] (which worker thread runs, counts kept per worker) ·
+//! [`reload`] (SIGHUP) · [`admin`] (health endpoints) · [`metrics`] (the
 //! per-request outcome seam) · [`cli`].
 //!
 //! The path of one request:

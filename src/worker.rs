@@ -59,13 +59,17 @@ impl Count {
         }
     }
 
-    pub fn add(&self) {
-        self.mine().fetch_add(1, Ordering::Relaxed);
+    /// Adds one in the calling worker's slot; returns the slot, for [`Count::sub`].
+    pub fn add(&self) -> usize {
+        let slot = slot(self.slots.len());
+        self.slots[slot].0.fetch_add(1, Ordering::Relaxed);
+        slot
     }
 
-    /// Must come from the worker that added: each slot alone may not go below zero.
-    pub fn sub(&self) {
-        self.mine().fetch_sub(1, Ordering::Relaxed);
+    /// Takes back one that [`Count::add`] put in `slot`, from whichever thread: a slot
+    /// never goes below zero, so a sum read meanwhile never wraps.
+    pub fn sub(&self, slot: usize) {
+        self.slots[slot].0.fetch_sub(1, Ordering::Relaxed);
     }
 
     pub fn get(&self) -> usize {
@@ -73,10 +77,6 @@ impl Count {
             .iter()
             .map(|s| s.0.load(Ordering::Acquire))
             .fold(0, usize::wrapping_add)
-    }
-
-    fn mine(&self) -> &AtomicUsize {
-        &self.slots[slot(self.slots.len())].0
     }
 }
 
@@ -92,10 +92,9 @@ mod tests {
                 let c = &c;
                 s.spawn(move || {
                     set_current(w);
-                    for _ in 0..=w {
-                        c.add();
-                    }
-                    c.sub();
+                    let slots: Vec<usize> = (0..=w).map(|_| c.add()).collect();
+                    assert!(slots.iter().all(|&s| s == w));
+                    c.sub(slots[0]);
                 });
             }
         });

@@ -51,9 +51,9 @@ impl BackendSet {
                 epoch: u64::MAX,
                 cumulative: Vec::new(),
             }),
-            capacity: AtomicU64::new(u64::MAX),
+            capacity: AtomicU64::new(0),
         };
-        set.capacity();
+        set.compute_capacity();
         set
     }
 
@@ -66,10 +66,18 @@ impl BackendSet {
         if self.configured_total <= 0.0 {
             return 0.0;
         }
-        let tag = |epoch: u64| epoch & u64::from(u32::MAX);
         let cached = self.capacity.load(Ordering::Acquire);
         if cached >> 32 == tag(self.epoch.load(Ordering::Acquire)) {
             return f64::from(f32::from_bits(cached as u32));
+        }
+        self.compute_capacity()
+    }
+
+    /// Computes the capacity from the current table and caches it with the table's
+    /// epoch.
+    fn compute_capacity(&self) -> f64 {
+        if self.configured_total <= 0.0 {
+            return 0.0;
         }
         let t = self.current();
         let capacity = t.cumulative.last().copied().unwrap_or(0.0) / self.configured_total;
@@ -141,6 +149,11 @@ impl BackendSet {
         }));
         self.table.load()
     }
+}
+
+/// The part of an epoch kept beside the cached capacity.
+fn tag(epoch: u64) -> u64 {
+    epoch & u64::from(u32::MAX)
 }
 
 fn weight_at(cumulative: &[f64], i: usize) -> f64 {

@@ -22,19 +22,21 @@ use crate::proxy::ProxyBody;
 pub struct InFlight {
     conn: Arc<ConnShared>,
     shared: Arc<Shared>,
+    /// The slot of `shared.in_flight` it counts in.
+    slot: usize,
 }
 
 impl InFlight {
     pub fn start(conn: Arc<ConnShared>, shared: Arc<Shared>) -> Self {
         conn.request_started();
-        shared.in_flight.add();
-        InFlight { conn, shared }
+        let slot = shared.in_flight.add();
+        InFlight { conn, shared, slot }
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.shared.in_flight.sub();
+        self.shared.in_flight.sub(self.slot);
         self.conn.request_done();
     }
 }
@@ -43,18 +45,21 @@ impl Drop for InFlight {
 /// keeps its connection's idle clock itself, and a borrowed count spares two shared
 /// reference counts per request.
 #[derive(Debug)]
-pub struct Counted<'a>(&'a Shared);
+pub struct Counted<'a> {
+    shared: &'a Shared,
+    slot: usize,
+}
 
 impl<'a> Counted<'a> {
     pub fn start(shared: &'a Shared) -> Self {
-        shared.in_flight.add();
-        Counted(shared)
+        let slot = shared.in_flight.add();
+        Counted { shared, slot }
     }
 }
 
 impl Drop for Counted<'_> {
     fn drop(&mut self) {
-        self.0.in_flight.sub();
+        self.shared.in_flight.sub(self.slot);
     }
 }
 

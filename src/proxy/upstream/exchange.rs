@@ -85,7 +85,8 @@ impl Drop for Outgoing {
         if self.head.capacity() <= SPARE_MAX {
             let mut head = std::mem::take(&mut self.head);
             head.clear();
-            SPARE.set(Some(head));
+            // Not there while the thread is ending: the buffer is freed instead.
+            let _ = SPARE.try_with(|spare| spare.set(Some(head)));
         }
     }
 }
@@ -320,7 +321,11 @@ enum UploadError {
 impl Outgoing {
     /// An empty buffer for a head of about `capacity` bytes.
     pub fn buffer(capacity: usize) -> BytesMut {
-        let mut out = SPARE.take().unwrap_or_default();
+        let mut out = SPARE
+            .try_with(Cell::take)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
         out.reserve(capacity);
         out
     }
