@@ -244,3 +244,29 @@ async fn access_log_writes_one_json_line_per_request() {
     let v: serde_json::Value = serde_json::from_str(&line).expect("json");
     assert_eq!(v["host"], "nowhere.example");
 }
+
+#[tokio::test]
+async fn workers_n_serve_on_n_threads() {
+    // Worker 0 is the main runtime, workers 1.. their own threads: no runtime on top
+    // that would add work-stealing threads of its own. (The access log is off: its
+    // writes to stdout go through tokio's blocking threads.)
+    let up = Upstream::start("u").await;
+    let dir = Dir::new();
+    let extra = "[runtime]\nworkers = 3\n[access_log]\nenabled = false";
+    let p = Process::start(&config(&dir, &up, extra));
+    for _ in 0..20 {
+        assert_eq!(get(p.addr, "/", &[]).await.status, 200);
+    }
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", p.pid())).expect("tasks");
+    let mut names: Vec<String> = tasks
+        .filter_map(Result::ok)
+        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+        .map(|name| name.trim().to_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["cutover", "cutover-worker-", "cutover-worker-"],
+        "threads of a 3-worker cutover"
+    );
+}

@@ -148,17 +148,14 @@ pub(crate) fn serve(
     config: config::Config,
     started: impl FnOnce(&crate::server::Running),
 ) -> ExitCode {
-    // One worker needs no work stealing: a current-thread runtime does the same job
-    // with fewer atomics and no cross-thread wake-ups.
-    let mut rt = if config.workers == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-    };
-    if config.workers > 1 {
-        rt.worker_threads(config.workers);
-    }
-    let rt = match rt.enable_all().build() {
+    // This runtime is worker 0 (and hosts the admin port, probes and reload); workers
+    // 1.. run runtimes of their own on their own threads (`server::workers`). So no
+    // runtime needs work stealing: each is a current-thread runtime, with fewer atomics
+    // and no cross-thread wake-ups, and `workers = N` serves on N threads.
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");
