@@ -63,9 +63,6 @@ impl BackendSet {
 
     /// Sum of effective weights over sum of configured weights, in [0, 1].
     pub fn capacity(&self) -> f64 {
-        if self.configured_total <= 0.0 {
-            return 0.0;
-        }
         let cached = self.capacity.load(Ordering::Acquire);
         if cached >> 32 == tag(self.epoch.load(Ordering::Acquire)) {
             return f64::from(f32::from_bits(cached as u32));
@@ -74,7 +71,8 @@ impl BackendSet {
     }
 
     /// Computes the capacity from the current table and caches it with the table's
-    /// epoch.
+    /// epoch (a set with no configured weight has none, and caches nothing: its word
+    /// stays 0, which reads as 0.0 whatever the epoch).
     fn compute_capacity(&self) -> f64 {
         if self.configured_total <= 0.0 {
             return 0.0;
@@ -192,21 +190,12 @@ mod tests {
         assert_eq!(set.capacity(), 1.0);
         // Read again from the cached word: the same figure.
         assert_eq!(set.capacity(), 1.0);
-        members[0]
-            .backend
-            .observe(Event::RequestFailed { may_eject: true }, now);
-        assert!(
-            (set.capacity() - 2.0 / 3.0).abs() < 1e-6,
-            "{}",
-            set.capacity()
-        );
-        members[1]
-            .backend
-            .observe(Event::RequestFailed { may_eject: true }, now);
-        assert!(
-            (set.capacity() - 1.0 / 3.0).abs() < 1e-6,
-            "{}",
-            set.capacity()
-        );
+        // Each ejection moves the epoch; the next read must see it.
+        for (ejected, left) in members.iter().zip([2.0 / 3.0, 1.0 / 3.0]) {
+            let failed = Event::RequestFailed { may_eject: true };
+            ejected.backend.observe(failed, now);
+            let capacity = set.capacity();
+            assert!((capacity - left).abs() < 1e-6, "{capacity}, want {left}");
+        }
     }
 }

@@ -1,10 +1,10 @@
 //! Keep-alive HTTP/1.1 connections to backends, and the exchange of one request on
 //! one of them.
 //!
-//! Each backend keeps an idle list per worker. A connection is checked out before the request
-//! is written, so a failed connect leaves the request (and its body) in the caller's
-//! hands for a retry elsewhere; it goes back to the list only once both the request
-//! and the response have been carried whole.
+//! Each backend keeps an idle list per worker. A connection is checked out before the
+//! request is written, so a failed connect leaves the request (and its body) in the
+//! caller's hands for a retry elsewhere; it goes back to the list only once both the
+//! request and the response have been carried whole.
 
 mod exchange;
 mod response;
