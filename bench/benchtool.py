@@ -137,6 +137,11 @@ def cmd_record(args):
         m["cpu_s"] = cpu_s
         if m.get("requests"):
             m["cpu_us_per_req"] = cpu_s * 1e6 / m["requests"]
+            for k in ("user", "sys"):
+                if f"{k}_ticks" in m:
+                    m[f"{k}_us_per_req"] = m[f"{k}_ticks"] / m["clk_tck"] * 1e6 / m["requests"]
+            if "sleeps" in m:
+                m["sleeps_per_kreq"] = 1000.0 * m["sleeps"] / m["requests"]
         if m.get("wall_s"):
             m["cpu_util_pct"] = 100.0 * cpu_s / m["wall_s"]
             if "other_ticks" in m:
@@ -162,6 +167,9 @@ def cmd_record(args):
         ("p99_us", "p99 {:.0f}us"),
         ("mean_us", "mean {:.0f}us"),
         ("cpu_us_per_req", "cpu {:.1f}us/req"),
+        ("user_us_per_req", "user {:.1f}"),
+        ("sys_us_per_req", "sys {:.1f}"),
+        ("sleeps_per_kreq", "sleeps {:.0f}/kreq"),
         ("cpu_util_pct", "busy {:.0f}%"),
         ("errors", "errors {}"),
         ("other_cpu_pct", "other load on proxy CPU {:.0f}%"),
@@ -192,6 +200,9 @@ def scenario_rows(knobs):
         (f"p50 latency, {c} conns (us)", "wrk64", "p50_us", "lower"),
         (f"p99 latency, {c} conns (us)", "wrk64", "p99_us", "lower"),
         (f"CPU per request, {c} conns (us)", "wrk64", "cpu_us_per_req", "lower"),
+        ("  of which user (us)", "wrk64", "user_us_per_req", ""),
+        ("  of which system (us)", "wrk64", "sys_us_per_req", ""),
+        ("  proxy sleeps per 1000 requests", "wrk64", "sleeps_per_kreq", None),
         (f"proxy CPU busy, {c} conns (% of a core)", "wrk64", "cpu_util_pct", ""),
     ]
     hwm = [("peak RSS, VmHWM (MiB)", "proc", "hwm_mib", "lower")]
