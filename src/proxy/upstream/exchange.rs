@@ -8,7 +8,7 @@
 //! polled side by side, so a backend that answers while it still reads (an echo, or
 //! an early 413) works in both directions.
 
-use std::cell::Cell;
+use std::cell::RefCell;
 use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -71,13 +71,16 @@ pub struct Outgoing {
     pub chunked: bool,
 }
 
-/// Heads up to this size hand their buffer on to the next head written on the thread.
+/// Heads up to this size hand their buffer on to a later head written on the thread.
 const SPARE_MAX: usize = 4096;
+/// How many buffers a thread keeps: one per head in flight at once, up to this many.
+/// Under load every connection has a head out waiting for its answer, so a single
+/// spare was always taken and nearly every head cost an allocation and a free.
+const SPARES: usize = 128;
 
 thread_local! {
-    /// The buffer of the last head dropped on this thread: a head is written for every
-    /// request, and reusing one buffer spares an allocation and a free each time.
-    static SPARE: Cell<Option<BytesMut>> = const { Cell::new(None) };
+    /// Buffers of heads dropped on this thread, for the next heads to write into.
+    static SPARE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
 }
 
 impl Drop for Outgoing {
@@ -86,7 +89,12 @@ impl Drop for Outgoing {
             let mut head = std::mem::take(&mut self.head);
             head.clear();
             // Not there while the thread is ending: the buffer is freed instead.
-            let _ = SPARE.try_with(|spare| spare.set(Some(head)));
+            let _ = SPARE.try_with(|spare| {
+                let mut spare = spare.borrow_mut();
+                if spare.len() < SPARES {
+                    spare.push(head);
+                }
+            });
         }
     }
 }
@@ -322,7 +330,7 @@ impl Outgoing {
     /// An empty buffer for a head of about `capacity` bytes.
     pub fn buffer(capacity: usize) -> BytesMut {
         let mut out = SPARE
-            .try_with(Cell::take)
+            .try_with(|spare| spare.borrow_mut().pop())
             .ok()
             .flatten()
             .unwrap_or_default();
@@ -360,25 +368,37 @@ impl Outgoing {
 mod tests {
     use super::*;
 
+    fn dropped(head: BytesMut) {
+        drop(Outgoing {
+            method: http::Method::GET,
+            head,
+            chunked: false,
+        });
+    }
+
     #[test]
-    fn a_dropped_head_lends_its_buffer_to_the_next() {
-        let mut first = Outgoing::buffer(100);
-        first.extend_from_slice(b"GET / HTTP/1.1\r\n\r\n");
-        let at = first.as_ptr();
-        drop(Outgoing {
-            method: http::Method::GET,
-            head: first,
-            chunked: false,
-        });
-        let next = Outgoing::buffer(100);
-        assert!(next.is_empty());
-        assert_eq!(next.as_ptr(), at);
+    fn dropped_heads_lend_their_buffers_to_the_next() {
+        // Heads in flight at once, as on connections waiting for their answers: each
+        // one's buffer comes back for a later head, not only the last one's.
+        let heads: Vec<BytesMut> = (0..3)
+            .map(|_| {
+                let mut head = Outgoing::buffer(100);
+                head.extend_from_slice(b"GET / HTTP/1.1\r\n\r\n");
+                head
+            })
+            .collect();
+        let mut at: Vec<*const u8> = heads.iter().map(|h| h.as_ptr()).collect();
+        heads.into_iter().for_each(dropped);
+        assert_eq!(SPARE.with(|spare| spare.borrow().len()), 3);
+        // Held together, so that no buffer is freed and handed out again by malloc.
+        let next: Vec<BytesMut> = (0..3).map(|_| Outgoing::buffer(100)).collect();
+        assert!(next.iter().all(BytesMut::is_empty));
+        let mut again: Vec<*const u8> = next.iter().map(|h| h.as_ptr()).collect();
+        at.sort();
+        again.sort();
+        assert_eq!(again, at);
         // A big one is not kept.
-        drop(Outgoing {
-            method: http::Method::GET,
-            head: BytesMut::with_capacity(SPARE_MAX + 1),
-            chunked: false,
-        });
+        dropped(BytesMut::with_capacity(SPARE_MAX + 1));
         assert!(Outgoing::buffer(10).capacity() <= SPARE_MAX);
     }
 
