@@ -389,8 +389,9 @@ mod tests {
             .collect();
         let mut at: Vec<*const u8> = heads.iter().map(|h| h.as_ptr()).collect();
         heads.into_iter().for_each(dropped);
+        // All three kept: a single spare would have freed two of them.
         assert_eq!(SPARE.with(|spare| spare.borrow().len()), 3);
-        // Held together, so that no buffer is freed and handed out again by malloc.
+        // Held together, so that none is freed and handed out again by malloc.
         let next: Vec<BytesMut> = (0..3).map(|_| Outgoing::buffer(100)).collect();
         assert!(next.iter().all(BytesMut::is_empty));
         let mut again: Vec<*const u8> = next.iter().map(|h| h.as_ptr()).collect();
