@@ -38,6 +38,9 @@ pub fn spawn(
     shared: Arc<Shared>,
     stop: watch::Receiver<Option<Duration>>,
 ) {
+    // Linux hands the listener's TCP_NODELAY (`workers::bind`) down to every accepted
+    // socket, which spares a syscall per connection; elsewhere it is set here.
+    #[cfg(not(target_os = "linux"))]
     let _ = stream.set_nodelay(true);
     shared.connections.fetch_add(1, Ordering::AcqRel);
     tokio::spawn(async move {

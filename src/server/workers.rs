@@ -92,3 +92,19 @@ async fn serve(
     let grace = stop.borrow().unwrap_or_default();
     super::drain(&shared, grace).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `connection::spawn` leaves TCP_NODELAY to this inheritance on Linux: without it,
+    /// a response written in pieces would wait on Nagle's algorithm.
+    #[tokio::test]
+    async fn accepted_connections_have_nodelay() {
+        let listeners = bind("127.0.0.1:0".parse().expect("addr"), 1).expect("bind");
+        let addr = listeners[0].local_addr().expect("local addr");
+        let _client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (accepted, _) = listeners[0].accept().await.expect("accept");
+        assert!(accepted.nodelay().expect("nodelay"));
+    }
+}
