@@ -270,3 +270,35 @@ async fn workers_n_serve_on_n_threads() {
         "threads of a 3-worker cutover"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn new_connections_are_answered_whether_the_request_comes_with_them_or_later() {
+    // The first read of a new connection waits for the socket's first event
+    // (`connection::forget_assumed_readability`). A request already there when the
+    // connection is accepted must still wake it, and so must one sent later.
+    let up = Upstream::start("u").await;
+    let dir = Dir::new();
+    let p = Process::start(&config(&dir, &up, "[runtime]\nworkers = 2"));
+    const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+    let at_once = (0..200).map(|_| tokio::spawn(support::raw(p.addr, REQUEST)));
+    let later = (0..20).map(|_| {
+        tokio::spawn(async move {
+            let mut s = tokio::net::TcpStream::connect(p.addr)
+                .await
+                .expect("connect");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::io::AsyncWriteExt::write_all(&mut s, REQUEST)
+                .await
+                .expect("write");
+            let mut out = Vec::new();
+            let read = tokio::io::AsyncReadExt::read_to_end(&mut s, &mut out);
+            let _ = tokio::time::timeout(Duration::from_secs(5), read).await;
+            String::from_utf8_lossy(&out).into_owned()
+        })
+    });
+    let all: Vec<_> = at_once.chain(later).collect();
+    for answer in all {
+        let answer = answer.await.expect("client task");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    }
+}

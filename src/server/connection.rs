@@ -42,6 +42,7 @@ pub fn spawn(
     // socket, which spares a syscall per connection; elsewhere it is set here.
     #[cfg(not(target_os = "linux"))]
     let _ = stream.set_nodelay(true);
+    forget_assumed_readability(&stream);
     shared.connections.fetch_add(1, Ordering::AcqRel);
     tokio::spawn(async move {
         serve(stream, peer, &shared, stop).await;
@@ -49,6 +50,26 @@ pub fn spawn(
             shared.drained.notify_waiters();
         }
     });
+}
+
+/// tokio takes a socket it accepted as readable, so the first read is a syscall. Under
+/// load that read mostly comes before the request (a client sends it a moment after the
+/// handshake) and fails with EAGAIN: one syscall more per connection than nginx, whose
+/// first read waits for the socket's first event. Forgetting the guess does the same;
+/// a request that is already there reports itself at once.
+///
+/// Safe only before the reactor can have taken an event for the socket, or forgetting
+/// would drop the one wake-up a request already there gets. On a current-thread
+/// runtime, the only kind cutover's workers run, this is the poll that accepted it: no
+/// reactor turn comes in between. On a multi-thread one, another thread may turn the
+/// reactor at any time, so the guess is kept.
+fn forget_assumed_readability(stream: &TcpStream) {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    if Handle::current().runtime_flavor() == RuntimeFlavor::CurrentThread {
+        let _ = stream.try_io(tokio::io::Interest::READABLE, || {
+            Err::<(), _>(std::io::ErrorKind::WouldBlock.into())
+        });
+    }
 }
 
 async fn serve(
