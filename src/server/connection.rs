@@ -32,17 +32,27 @@ use crate::proxy::{fields, Client, ClientBody, Proxy};
 const BUF_LIMIT: usize = 64 * 1024;
 
 /// Serves one client connection on its own task; counted in `shared.connections`.
+/// Called in the poll that accepted `stream`; `current_thread` is whether that runs on
+/// a current-thread runtime (see [`forget_assumed_readability`]).
 pub fn spawn(
     stream: TcpStream,
     peer: SocketAddr,
+    current_thread: bool,
     shared: Arc<Shared>,
     stop: watch::Receiver<Option<Duration>>,
 ) {
     // Linux hands the listener's TCP_NODELAY (`workers::bind`) down to every accepted
     // socket, which spares a syscall per connection; elsewhere it is set here.
+    #[cfg(target_os = "linux")]
+    debug_assert!(
+        stream.nodelay().unwrap_or(true),
+        "a proxy listener not made by workers::bind"
+    );
     #[cfg(not(target_os = "linux"))]
     let _ = stream.set_nodelay(true);
-    forget_assumed_readability(&stream);
+    if current_thread {
+        forget_assumed_readability(&stream);
+    }
     shared.connections.fetch_add(1, Ordering::AcqRel);
     tokio::spawn(async move {
         serve(stream, peer, &shared, stop).await;
@@ -60,16 +70,13 @@ pub fn spawn(
 ///
 /// Safe only before the reactor can have taken an event for the socket, or forgetting
 /// would drop the one wake-up a request already there gets. On a current-thread
-/// runtime, the only kind cutover's workers run, this is the poll that accepted it: no
+/// runtime, the only kind cutover's workers run, that is the poll that accepted it: no
 /// reactor turn comes in between. On a multi-thread one, another thread may turn the
-/// reactor at any time, so the guess is kept.
+/// reactor at any time, so there the guess is kept.
 fn forget_assumed_readability(stream: &TcpStream) {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    if Handle::current().runtime_flavor() == RuntimeFlavor::CurrentThread {
-        let _ = stream.try_io(tokio::io::Interest::READABLE, || {
-            Err::<(), _>(std::io::ErrorKind::WouldBlock.into())
-        });
-    }
+    let _ = stream.try_io(tokio::io::Interest::READABLE, || {
+        Err::<(), _>(std::io::ErrorKind::WouldBlock.into())
+    });
 }
 
 async fn serve(
@@ -314,7 +321,32 @@ fn client_ip_header(peer: SocketAddr) -> http::HeaderValue {
 
 #[cfg(test)]
 mod tests {
-    use super::client_ip_header;
+    use super::{client_ip_header, forget_assumed_readability};
+    use std::time::Duration;
+    use tokio::io::AsyncWriteExt;
+
+    #[tokio::test]
+    async fn a_forgotten_guess_waits_for_the_request() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (stream, _) = listener.accept().await.expect("accept");
+        forget_assumed_readability(&stream);
+        // Nothing sent yet: a read now would only fail with EAGAIN.
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(stream.poll_read_ready(&mut cx).is_pending());
+        // The request's arrival is the event the first read waits for.
+        client
+            .write_all(b"GET / HTTP/1.1\r\n")
+            .await
+            .expect("write");
+        tokio::time::timeout(Duration::from_secs(5), stream.readable())
+            .await
+            .expect("woken by the request")
+            .expect("readable");
+    }
 
     #[test]
     fn client_ips_read_as_std_writes_them() {

@@ -172,6 +172,8 @@ async fn accept(
     shared: Arc<Shared>,
     mut stop: watch::Receiver<Option<Duration>>,
 ) {
+    let current_thread = tokio::runtime::Handle::current().runtime_flavor()
+        == tokio::runtime::RuntimeFlavor::CurrentThread;
     loop {
         let (stream, peer) = tokio::select! {
             _ = stop.changed() => return,
@@ -185,7 +187,7 @@ async fn accept(
                 }
             },
         };
-        connection::spawn(stream, peer, shared.clone(), stop.clone());
+        connection::spawn(stream, peer, current_thread, shared.clone(), stop.clone());
     }
 }
 

@@ -99,6 +99,7 @@ mod tests {
 
     /// `connection::spawn` leaves TCP_NODELAY to this inheritance on Linux: without it,
     /// a response written in pieces would wait on Nagle's algorithm.
+    #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn accepted_connections_have_nodelay() {
         let listeners = bind("127.0.0.1:0".parse().expect("addr"), 1).expect("bind");
