@@ -281,21 +281,8 @@ async fn new_connections_are_answered_whether_the_request_comes_with_them_or_lat
     let p = Process::start(&config(&dir, &up, "[runtime]\nworkers = 2"));
     const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
     let at_once = (0..200).map(|_| tokio::spawn(support::raw(p.addr, REQUEST)));
-    let later = (0..20).map(|_| {
-        tokio::spawn(async move {
-            let mut s = tokio::net::TcpStream::connect(p.addr)
-                .await
-                .expect("connect");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            tokio::io::AsyncWriteExt::write_all(&mut s, REQUEST)
-                .await
-                .expect("write");
-            let mut out = Vec::new();
-            let read = tokio::io::AsyncReadExt::read_to_end(&mut s, &mut out);
-            let _ = tokio::time::timeout(Duration::from_secs(5), read).await;
-            String::from_utf8_lossy(&out).into_owned()
-        })
-    });
+    let pause = Duration::from_millis(50);
+    let later = (0..20).map(|_| tokio::spawn(support::raw_after(p.addr, pause, REQUEST)));
     let all: Vec<_> = at_once.chain(later).collect();
     for answer in all {
         let answer = answer.await.expect("client task");

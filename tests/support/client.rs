@@ -63,7 +63,15 @@ pub async fn request(addr: SocketAddr, req: Request<Full<Bytes>>) -> Reply {
 /// Writes `bytes` and reads one response (by its Content-Length), or until the peer
 /// closes, or 5 s pass.
 pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
+    raw_after(addr, Duration::ZERO, bytes).await
+}
+
+/// As [`raw`], with `pause` between connecting and sending.
+pub async fn raw_after(addr: SocketAddr, pause: Duration, bytes: &[u8]) -> String {
     let mut s = TcpStream::connect(addr).await.expect("connect");
+    if !pause.is_zero() {
+        tokio::time::sleep(pause).await;
+    }
     s.write_all(bytes).await.expect("write");
     let mut out = Vec::new();
     let read = async {

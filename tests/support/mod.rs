@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use cutover::server::Running;
 
-pub use client::{get, raw, request, Reply};
+pub use client::{get, raw, raw_after, request, Reply};
 pub use upstream::{RawUpstream, Upstream};
 
 /// A cutover started in this process on free ports, from config text.
