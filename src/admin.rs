@@ -13,11 +13,11 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::app::Shared;
 use crate::proxy::ProxyBody;
-use crate::server::Shared;
 
 /// Serves admin requests until `stop` flips.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<Option<std::time::Duration>>,

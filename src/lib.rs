@@ -29,13 +29,16 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod app;
 pub mod balance;
 pub mod cli;
 pub mod config;
 pub mod health;
+pub mod http1;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;
 pub mod routing;
 pub mod server;
+pub mod upstream;
 pub mod worker;

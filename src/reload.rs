@@ -1,17 +1,60 @@
-//! Applying a changed config: SIGHUP now, the file watcher later. A reload builds a
-//! whole new snapshot off the request path and swaps it in one atomic store; a config
-//! that fails validation changes nothing.
+//! Applying a changed config: one task owns the swap, and everything that asks for a
+//! reload (SIGHUP today; the file watcher and the admin API later) sends it a request.
+//! A reload builds a whole new snapshot off the request path and swaps it in one atomic
+//! store; a config that fails validation changes nothing. Requests are served one at a
+//! time, so two reloads never interleave.
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::config;
-use crate::routing::Snapshot;
-use crate::server::Shared;
+use tokio::sync::{mpsc, oneshot};
 
-/// Reloads from `path`. Returns the new generation, or the errors that kept the old
-/// config in place.
-pub async fn reload(path: &Path, shared: &Arc<Shared>) -> Result<u64, config::ConfigError> {
+use crate::app::Shared;
+use crate::config::{self, ConfigError};
+use crate::routing::Snapshot;
+
+/// What a reload ends in: the new generation, or the errors that kept the old config.
+type Outcome = Result<u64, ConfigError>;
+
+/// Asks the reload task for reloads. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Reloader {
+    tx: mpsc::Sender<oneshot::Sender<Outcome>>,
+}
+
+impl Reloader {
+    /// Reloads the config file and waits for the outcome.
+    pub async fn reload(&self) -> Outcome {
+        let (tx, rx) = oneshot::channel();
+        let gone = || ConfigError::other("the reload task has stopped");
+        self.tx.send(tx).await.map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+}
+
+/// Starts the reload task for the config at `path`; it ends when every [`Reloader`]
+/// is gone.
+pub(crate) fn spawn(path: PathBuf, shared: Arc<Shared>) -> Reloader {
+    // Requests that arrive during a reload wait here; each is answered by a reload that
+    // started after it was asked, so none is answered with an older file.
+    let (tx, mut rx) = mpsc::channel::<oneshot::Sender<Outcome>>(16);
+    tokio::spawn(async move {
+        while let Some(reply) = rx.recv().await {
+            let outcome = reload(&path, &shared).await;
+            match &outcome {
+                Ok(generation) => tracing::info!(generation, "config reloaded"),
+                Err(e) => tracing::error!(
+                    errors = %e,
+                    "config reload failed; the old config keeps serving"
+                ),
+            }
+            let _ = reply.send(outcome);
+        }
+    });
+    Reloader { tx }
+}
+
+async fn reload(path: &std::path::Path, shared: &Shared) -> Outcome {
     let loaded = config::load(path)?;
     for w in &loaded.warnings {
         tracing::warn!("{w}");
@@ -26,20 +69,16 @@ pub async fn reload(path: &Path, shared: &Arc<Shared>) -> Result<u64, config::Co
     Ok(generation)
 }
 
-/// Reloads on every SIGHUP until the task is dropped.
+/// Asks for a reload on every SIGHUP until the task is dropped.
 #[cfg(unix)]
-pub async fn on_sighup(path: std::path::PathBuf, shared: Arc<Shared>) {
+pub async fn on_sighup(reloader: Reloader) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         tracing::error!("cannot listen for SIGHUP");
         return;
     };
     while hup.recv().await.is_some() {
-        match reload(&path, &shared).await {
-            Ok(generation) => tracing::info!(generation, "config reloaded"),
-            Err(e) => {
-                tracing::error!(errors = %e, "config reload failed; the old config keeps serving")
-            }
-        }
+        // The task logs the outcome.
+        let _ = reloader.reload().await;
     }
 }

@@ -146,7 +146,7 @@ fn run(path: &Path) -> ExitCode {
 /// `started` runs once everything is listening.
 pub(crate) fn serve(
     config: config::Config,
-    started: impl FnOnce(&crate::server::Running),
+    started: impl FnOnce(&crate::app::Running),
 ) -> ExitCode {
     // This runtime is worker 0 (and hosts the admin port, probes and reload); workers
     // 1.. run runtimes of their own on their own threads (`server::workers`). So no
@@ -163,8 +163,7 @@ pub(crate) fn serve(
         }
     };
     rt.block_on(async move {
-        let path = config.path.clone();
-        let running = match crate::server::start(config).await {
+        let running = match crate::app::start(config).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!("{e:#}");
@@ -172,7 +171,7 @@ pub(crate) fn serve(
             }
         };
         #[cfg(unix)]
-        let hup = tokio::spawn(crate::reload::on_sighup(path, running.shared.clone()));
+        let hup = tokio::spawn(crate::reload::on_sighup(running.reloader()));
         started(&running);
         wait_for_stop().await;
         tracing::info!("stopping: draining in-flight requests");

@@ -56,6 +56,18 @@ impl fmt::Display for Diagnostic {
 }
 
 impl ConfigError {
+    /// A failure that is no fault of the file's.
+    pub fn other(message: &str) -> Self {
+        ConfigError {
+            errors: vec![Diagnostic {
+                path: PathBuf::new(),
+                line: 0,
+                column: 0,
+                message: message.to_owned(),
+            }],
+        }
+    }
+
     pub fn unreadable(path: &Path, err: &std::io::Error) -> Self {
         ConfigError {
             errors: vec![Diagnostic {

@@ -17,7 +17,7 @@ use std::time::Instant;
 pub use machine::{Event, Machine, State};
 pub use probe::spawn_probes;
 
-use crate::proxy::ConnPool;
+use crate::upstream::ConnPool;
 
 /// One upstream address in one pool.
 ///

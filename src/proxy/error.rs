@@ -1,13 +1,12 @@
 //! Every way the proxy itself can answer a request, and the one map from each to its
 //! status code and `x-cutover-error` kind.
 
-use bytes::Bytes;
 use http::StatusCode;
 
-use super::body::{ProxyBody, RequestBodyError};
-use super::fields::Fields;
+use super::body::ProxyBody;
 use super::reply::Reply;
-use super::upstream::{ConnectError, UpstreamError};
+use crate::http1::fields::Fields;
+use crate::upstream::{ConnectError, RequestBodyError, UpstreamError};
 
 /// An error made by the proxy, as opposed to a status a backend sent.
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +60,8 @@ impl ProxyError {
         self.status_and_kind().1
     }
 
-    /// The short plain-text answer sent to the client.
+    /// The short plain-text answer sent to the client: the one rendering of the
+    /// proxy's own answers, written by whichever server has the client.
     pub fn reply(&self) -> Reply {
         let (status, kind) = self.status_and_kind();
         let fields = Fields::from_pairs(&[
@@ -69,19 +69,6 @@ impl ProxyError {
             ("x-cutover-error", kind),
         ]);
         Reply::new(status, fields, ProxyBody::text(format!("{self}\n")))
-    }
-
-    /// The same answer as raw HTTP/1.1 bytes, for errors found before hyper has a
-    /// request (the connection closes after it).
-    pub fn raw_response(&self) -> Bytes {
-        let (status, kind) = self.status_and_kind();
-        let body = format!("{self}\n");
-        Bytes::from(format!(
-            "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\nx-cutover-error: {kind}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-            status.as_u16(),
-            status.canonical_reason().unwrap_or(""),
-            body.len(),
-        ))
     }
 
     /// The answer when the client's own body could not be carried: its fault, not

@@ -14,13 +14,15 @@ use tokio::time::Instant;
 
 use http::Method;
 
-use super::body::{ProxyBody, UpstreamBody, UpstreamRequestBody};
+use super::body::ProxyBody;
 use super::error::ProxyError;
-use super::headers;
 use super::reply::Reply;
-use super::upstream::{self, Exchange, Head, InFlight, Outgoing, UpstreamError};
+use crate::http1::hop;
 use crate::metrics::Outcome;
 use crate::routing::{Route, Snapshot};
+use crate::upstream::{
+    self, Exchange, Head, InFlight, Outgoing, UpstreamBody, UpstreamError, UpstreamRequestBody,
+};
 
 /// A backend's response head, with the exchange its body comes from.
 #[derive(Debug)]
@@ -114,7 +116,7 @@ pub async fn forward<'s>(
             }
         };
         let has_body = !body.is_empty();
-        let mut exchange = Exchange::new(conn, &head, body);
+        let mut exchange = Exchange::new(conn, &head, backend.authority.as_str(), body);
         // Without a body the request is sent as soon as it is written: its response
         // clock can start now.
         let sent = (!has_body).then_some(now);
@@ -212,7 +214,7 @@ impl Answer {
         // for a long body, which is the safe side, and no clock reading per request.
         let reusable_until = (!keep_for.is_zero()).then(|| self.head_at + keep_for);
         if names_more {
-            headers::strip_connection_named(&mut fields);
+            hop::strip_connection_named(&mut fields);
         }
         let body = UpstreamBody::new(self.exchange, self.in_flight, reusable_until);
         Reply::new(status, fields, ProxyBody::Upstream(body))

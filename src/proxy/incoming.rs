@@ -1,7 +1,7 @@
 //! A client's request as the proxy reads it, whichever server parsed it: hyper (a
 //! `Request` with its `HeaderMap`, for bodies, upgrades and HTTP/2), or cutover's own
-//! HTTP/1 server (the head's bytes as they arrived, see [`RawRequest`]). Routing and
-//! the split read both alike; each rewrites its own head for the backend.
+//! HTTP/1 server (the head's bytes as they arrived, see [`RawRequest`]). Routing, the
+//! split and the one head writer ([`super::head`]) read both alike.
 
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Uri, Version};
@@ -9,45 +9,75 @@ use http_body::Body;
 use hyper::upgrade::OnUpgrade;
 
 use super::body::ClientBody;
-use super::fields::{self, Fields, Span};
-use super::headers::{self, RequestId, X_FORWARDED_FOR, X_REQUEST_ID};
-use super::upstream::Outgoing;
+use super::error::ProxyError;
+use super::head::{self, Line};
+use super::headers::{RequestId, X_REQUEST_ID};
 use super::Client;
+use crate::http1::fields::{self, Fields, Span};
+use crate::http1::hop;
+use crate::upstream::{Outgoing, UpstreamRequestBody};
 
-pub trait Incoming {
+pub(crate) trait Incoming {
     fn method(&self) -> &Method;
     fn version(&self) -> Version;
     fn uri(&self) -> &Uri;
     /// The host asked for: the authority of an absolute-form (or HTTP/2) request, else
-    /// the Host field. Kept as sent, port included.
+    /// the Host field. Kept as sent, port included (checked by the proxy before use).
     fn host(&self) -> Option<&[u8]>;
     /// The first value of the field `name`.
     fn field(&self, name: &HeaderName) -> Option<&[u8]>;
     /// Every `Cookie` field's value.
     fn cookies(&self) -> impl Iterator<Item = &[u8]>;
-    /// Whether the request asks to switch protocols (see [`headers::wants_upgrade`]).
+    /// Whether the request asks to switch protocols (see [`hop::wants_upgrade`]).
     fn wants_upgrade(&self) -> bool;
     /// The id the request is known by: the client's, when sane, else a new one.
     fn request_id(&self) -> RequestId;
-    /// The head the backend gets (hop-by-hop fields gone, `X-Forwarded-*` and
-    /// `X-Request-Id` set), the body, and the client side of an upgrade.
-    fn into_upstream(self, client: &Client, request_id: &RequestId) -> Upstream;
+    /// Every field as it came, in order.
+    fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])>;
+    /// Whether a `Connection` field may be among them; and about how many bytes they
+    /// take.
+    fn shape(&self) -> (bool, usize);
+    /// Whether a body follows the head.
+    fn has_body(&self) -> bool;
+    /// The body (`None`: it has none) and the client side of an upgrade.
+    fn into_body(self) -> (Option<hyper::body::Incoming>, Option<OnUpgrade>);
 }
 
 /// What goes to the backend.
 #[derive(Debug)]
-pub struct Upstream {
+pub(crate) struct Upstream {
     pub head: Outgoing,
-    pub body: ClientBody,
+    pub body: UpstreamRequestBody,
     pub on_upgrade: Option<OnUpgrade>,
 }
 
-fn proto(client: &Client) -> &'static str {
-    if client.tls {
-        "https"
-    } else {
-        "http"
-    }
+/// The head the backend gets (written by [`head::write`]), the body, and the client
+/// side of an upgrade.
+pub(crate) fn into_upstream(
+    req: impl Incoming,
+    client: &Client,
+    request_id: &RequestId,
+    limits: &crate::config::Limits,
+) -> Result<Upstream, ProxyError> {
+    let upgrade = req.wants_upgrade();
+    let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let (may_name, size) = req.shape();
+    let has_body = req.has_body();
+    let line = Line {
+        method: req.method(),
+        target,
+        host: req.host(),
+        upgrade,
+        h2: req.version() == Version::HTTP_2,
+        has_body,
+    };
+    let head = head::write(&line, || req.fields(), may_name, size, client, request_id)?;
+    let (body, on_upgrade) = req.into_body();
+    Ok(Upstream {
+        head,
+        body: UpstreamRequestBody::new(body, limits.max_body_bytes, limits.idle_timeout),
+        on_upgrade: on_upgrade.filter(|_| upgrade),
+    })
 }
 
 impl Incoming for Request<ClientBody> {
@@ -82,7 +112,7 @@ impl Incoming for Request<ClientBody> {
     }
 
     fn wants_upgrade(&self) -> bool {
-        Request::version(self) == Version::HTTP_11 && headers::wants_upgrade(self.headers())
+        Request::version(self) == Version::HTTP_11 && hop::wants_upgrade(|| Incoming::fields(self))
     }
 
     fn request_id(&self) -> RequestId {
@@ -90,45 +120,35 @@ impl Incoming for Request<ClientBody> {
         RequestId::choose(sent, |v| Some(v.clone()))
     }
 
-    fn into_upstream(self, client: &Client, request_id: &RequestId) -> Upstream {
-        let host = Incoming::host(&self).and_then(|h| HeaderValue::from_bytes(h).ok());
-        let upgrade = Incoming::wants_upgrade(&self);
+    fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.headers()
+            .iter()
+            .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()))
+    }
+
+    fn shape(&self) -> (bool, usize) {
+        let h = self.headers();
+        (h.contains_key(header::CONNECTION), fields::encoded_len(h))
+    }
+
+    fn has_body(&self) -> bool {
+        matches!(self.body(), ClientBody::Hyper(b) if !b.is_end_stream())
+    }
+
+    fn into_body(self) -> (Option<hyper::body::Incoming>, Option<OnUpgrade>) {
         let (mut parts, body) = self.into_parts();
-        let on_upgrade = upgrade
-            .then(|| parts.extensions.remove::<OnUpgrade>())
-            .flatten();
-        let h = &mut parts.headers;
-        headers::strip_hop_by_hop(h, upgrade);
-        if upgrade {
-            headers::drop_h2c(h);
-        }
-        if parts.version == Version::HTTP_2 {
-            // HTTP/2 may split cookies into several fields; HTTP/1.1 wants one (RFC 9113 8.2.3).
-            headers::join_cookies(h);
-        }
-        headers::set_forwarded(h, &client.ip, proto(client), host.clone());
-        h.insert(&X_REQUEST_ID, request_id.to_value());
-        // An absolute-form (or HTTP/2) request's authority is its host (RFC 9112 3.2.2).
-        if !h.contains_key(header::HOST) || parts.uri.authority().is_some() {
-            if let Some(host) = host {
-                h.insert(header::HOST, host);
-            }
-        }
-        let has_body = matches!(&body, ClientBody::Hyper(b) if !b.is_end_stream());
-        // Backends get origin form whatever the client sent.
-        let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        Upstream {
-            head: Outgoing::encode(&parts, target, has_body),
-            body,
-            on_upgrade,
-        }
+        let body = match body {
+            ClientBody::Hyper(b) => Some(b),
+            ClientBody::Empty => None,
+        };
+        (body, parts.extensions.remove::<OnUpgrade>())
     }
 }
 
 /// A request as cutover's own HTTP/1 server parsed it: origin form, no body, no
 /// protocol switch, its fields as they arrived.
 #[derive(Debug)]
-pub struct RawRequest {
+pub(crate) struct RawRequest {
     pub method: Method,
     pub version: Version,
     pub uri: Uri,
@@ -142,7 +162,7 @@ pub struct RawRequest {
 /// no search of the head; the Host field, which nearly all carry and several steps
 /// read, is kept where it lies.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct Sent {
+pub(crate) struct Sent {
     bits: u8,
     host: Option<Span>,
 }
@@ -247,94 +267,26 @@ impl Incoming for RawRequest {
         false
     }
 
+    fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.fields.iter()
+    }
+
+    fn shape(&self) -> (bool, usize) {
+        (self.sent.has(Sent::CONNECTION), self.fields.encoded_len())
+    }
+
+    fn has_body(&self) -> bool {
+        false
+    }
+
+    fn into_body(self) -> (Option<hyper::body::Incoming>, Option<OnUpgrade>) {
+        (None, None)
+    }
+
     fn request_id(&self) -> RequestId {
         let sent = self.all("x-request-id");
         RequestId::choose(sent, |v| {
             HeaderValue::from_maybe_shared(self.fields.share(v)).ok()
         })
-    }
-
-    fn into_upstream(self, client: &Client, request_id: &RequestId) -> Upstream {
-        let fields = &self.fields;
-        let target = self.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        let host = self.get("host");
-        // The rules of `headers::strip_hop_by_hop`, on bytes: hop-by-hop fields go, and
-        // so does every field a Connection field names.
-        let named = if self.sent.has(Sent::CONNECTION) {
-            headers::connection_named(fields)
-        } else {
-            Vec::new()
-        };
-        let goes = |name: &[u8]| {
-            headers::is_hop_by_hop_name(name) || named.iter().any(|t| name.eq_ignore_ascii_case(t))
-        };
-        // Written by the proxy below, whatever the client sent.
-        let ours = |name: &[u8]| {
-            [
-                "host",
-                "x-forwarded-for",
-                "x-forwarded-proto",
-                "x-forwarded-host",
-                "x-request-id",
-            ]
-            .iter()
-            .any(|o| fields::name_is(name, o.as_bytes()))
-        };
-        let mut out = Outgoing::buffer(
-            self.method.as_str().len()
-                + target.len()
-                + fields.encoded_len()
-                + 2 * host.map_or(0, <[u8]>::len)
-                + client.ip.len()
-                + request_id.as_bytes().len()
-                + 128,
-        );
-        out.extend_from_slice(self.method.as_str().as_bytes());
-        out.extend_from_slice(b" ");
-        out.extend_from_slice(target.as_bytes());
-        out.extend_from_slice(b" HTTP/1.1\r\n");
-        let mut length_sent = false;
-        for (name, line) in fields.lines() {
-            if goes(name) || ours(name) {
-                continue;
-            }
-            // The guard let through only equal repeats; one goes on (as hyper does).
-            if fields::name_is(name, b"content-length") {
-                if length_sent {
-                    continue;
-                }
-                length_sent = true;
-            }
-            fields::put_line(&mut out, line);
-        }
-        if let Some(host) = host {
-            fields::put_field(&mut out, b"host", host);
-        }
-        // X-Forwarded-For: the list the client brought, then the client.
-        out.extend_from_slice(X_FORWARDED_FOR.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        if !goes(X_FORWARDED_FOR.as_str().as_bytes()) {
-            for hop in self.all("x-forwarded-for") {
-                out.extend_from_slice(hop);
-                out.extend_from_slice(b", ");
-            }
-        }
-        out.extend_from_slice(client.ip.as_bytes());
-        out.extend_from_slice(b"\r\n");
-        fields::put_field(&mut out, b"x-forwarded-proto", proto(client).as_bytes());
-        if let Some(host) = host {
-            fields::put_field(&mut out, b"x-forwarded-host", host);
-        }
-        fields::put_field(&mut out, b"x-request-id", request_id.as_bytes());
-        out.extend_from_slice(b"\r\n");
-        Upstream {
-            head: Outgoing {
-                method: self.method,
-                head: out,
-                chunked: false,
-            },
-            body: ClientBody::Empty,
-            on_upgrade: None,
-        }
     }
 }

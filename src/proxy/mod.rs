@@ -1,4 +1,4 @@
-//! The hyper service that forwards one request.
+//! The service that forwards one request, whichever server parsed it.
 //!
 //! [`Proxy::handle`] reads like the request's path through cutover:
 //! 1. check the request itself (method, host, declared body size);
@@ -10,13 +10,12 @@
 
 mod body;
 mod error;
-pub mod fields;
 mod forward;
-pub mod headers;
+mod head;
+mod headers;
 mod incoming;
 mod reply;
 mod upgrade;
-pub mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,26 +24,26 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use http::{HeaderValue, Method, Request, Version};
 
-pub use body::{ClientBody, ProxyBody, UpstreamRequestBody};
+pub use body::{ClientBody, ProxyBody};
 pub use error::ProxyError;
-pub use incoming::{Incoming, RawRequest, Sent};
+pub(crate) use incoming::{Incoming, RawRequest, Sent};
 pub use reply::Reply;
-pub use upstream::ConnPool;
 
-use crate::config::KeySource;
+use crate::config::{KeySource, Limits};
+use crate::http1::{fields, host};
 use crate::metrics::{self, access_log, Outcome};
 use crate::routing::{PickKeys, Snapshot};
 use headers::RequestId;
 
 /// The request path's view of the world: the live snapshot, swapped whole on reload.
 #[derive(Debug, Clone)]
-pub struct Proxy {
+pub(crate) struct Proxy {
     live: Arc<ArcSwap<Snapshot>>,
 }
 
 /// What the proxy knows about the client connection a request came on.
 #[derive(Debug, Clone)]
-pub struct Client {
+pub(crate) struct Client {
     pub peer: SocketAddr,
     pub tls: bool,
     /// `peer`'s IP, formatted once per connection (for `X-Forwarded-For`).
@@ -78,7 +77,7 @@ impl Proxy {
 
     /// [`Proxy::handle`] on a snapshot the caller holds, for a request either server
     /// parsed.
-    pub async fn handle_on(
+    pub(crate) async fn handle_on(
         &self,
         snapshot: &Snapshot,
         req: impl Incoming,
@@ -130,7 +129,7 @@ async fn route_and_forward<'s>(
 ) -> Result<Reply, ProxyError> {
     let limits = &snapshot.config.limits;
     // 1. The request itself.
-    check_request(&req, limits.max_body_bytes)?;
+    check_request(&req, limits)?;
     // 2. Route.
     let host = if snapshot.routes_by_host() {
         req.host().and_then(fields::visible_str)
@@ -163,11 +162,10 @@ async fn route_and_forward<'s>(
         }
     };
     // 4. The head the backend gets.
-    let up = req.into_upstream(client, request_id);
-    let body = UpstreamRequestBody::new(up.body, limits.max_body_bytes, limits.idle_timeout);
+    let up = incoming::into_upstream(req, client, request_id, limits)?;
     // 5. Forward.
     let answer =
-        forward::forward(snapshot, route, pool, overridden, up.head, body, outcome).await?;
+        forward::forward(snapshot, route, pool, overridden, up.head, up.body, outcome).await?;
     // 6. Respond.
     let reply = match up.on_upgrade {
         Some(on_client) if answer.head.status == http::StatusCode::SWITCHING_PROTOCOLS => {
@@ -177,7 +175,9 @@ async fn route_and_forward<'s>(
         // and the client must not take a 101 as an answer.
         _ if answer.head.status == http::StatusCode::SWITCHING_PROTOCOLS => {
             return Err(ProxyError::BadUpstreamResponse(
-                upstream::UpstreamError::Malformed("101 to a request that asked for no switch"),
+                crate::upstream::UpstreamError::Malformed(
+                    "101 to a request that asked for no switch",
+                ),
             ));
         }
         _ => answer.into_reply(),
@@ -186,7 +186,7 @@ async fn route_and_forward<'s>(
 }
 
 /// Refuses what must never be forwarded, before any routing work.
-fn check_request(req: &impl Incoming, max_body: Option<u64>) -> Result<(), ProxyError> {
+fn check_request(req: &impl Incoming, limits: &Limits) -> Result<(), ProxyError> {
     if req.method() == Method::CONNECT {
         return Err(ProxyError::BadRequest(
             "CONNECT is not supported: cutover is not a forward proxy",
@@ -205,10 +205,21 @@ fn check_request(req: &impl Incoming, max_body: Option<u64>) -> Result<(), Proxy
     {
         return Err(ProxyError::BadRequest("HTTP/1.1 request without Host"));
     }
+    // Routed on and sent on, so read the same by every server behind: one host, no
+    // userinfo (RFC 9110 4.2.4 and RFC 9113 8.3.1 call it an error), no blanks, slashes
+    // or commas.
+    if req.host().is_some_and(|h| !host::is_valid(h)) {
+        return Err(ProxyError::BadRequest("invalid Host"));
+    }
+    // HTTP/1 heads were measured whole by the framing guard; an HTTP/2 client's header
+    // list is measured here, so that its answer carries the same `x-cutover-error`.
+    if req.version() == Version::HTTP_2 && req.shape().1 > limits.max_header_bytes {
+        return Err(ProxyError::HeadersTooLarge);
+    }
     let declared = req
         .field(&http::header::CONTENT_LENGTH)
         .and_then(fields::content_length);
-    if let (Some(limit), Some(len)) = (max_body, declared) {
+    if let (Some(limit), Some(len)) = (limits.max_body_bytes, declared) {
         if len > limit {
             return Err(ProxyError::BodyTooLarge);
         }

@@ -1,14 +1,15 @@
-//! An answer for the client before a server writes it.
+//! An answer for the client before a server writes it, and the one rule for the fields
+//! it carries (see [`Reply::fields_out`]).
 //!
 //! A backend's fields stay as they came off the wire: cutover's own HTTP/1 server
 //! writes them out as they are, and only hyper's side (bodies, upgrades, HTTP/2) makes
-//! a `HeaderMap` of them.
+//! a `HeaderMap` of them; both take them from [`Reply::fields_out`].
 
-use http::{header, HeaderValue, Response, StatusCode};
+use http::{header, HeaderName, HeaderValue, Response, StatusCode};
 
 use super::body::ProxyBody;
-use super::fields::{self, Fields};
 use super::headers::{RequestId, X_REQUEST_ID};
+use crate::http1::fields::{self, Fields};
 
 #[derive(Debug)]
 pub struct Reply {
@@ -33,17 +34,30 @@ impl Reply {
         }
     }
 
-    /// Whether an HTTP/1 writer passes the field `name` on as it is: it writes its own
-    /// `Connection`, and the proxy's request id replaces the backend's.
-    pub fn passes(&self, name: &[u8]) -> bool {
-        !(fields::name_is(name, b"connection")
-            || self.request_id.is_some() && fields::name_is(name, b"x-request-id"))
+    /// The fields the client gets, whichever server writes them: the backend's as they
+    /// came (hop-by-hop ones already gone), less any `Connection` (each server writes
+    /// its own) and less the backend's request id, which the proxy's replaces (it comes
+    /// last, from [`Reply::request_id`]).
+    pub fn fields_out(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        let replace_id = self.request_id.is_some();
+        self.fields.iter().filter(move |(name, _)| {
+            !(fields::name_is(name, b"connection")
+                || replace_id && fields::name_is(name, b"x-request-id"))
+        })
     }
 
     /// The answer as hyper takes it.
     pub fn into_response(self) -> Response<ProxyBody> {
-        let mut headers = self.fields.to_map(2);
-        if let Some(id) = self.request_id {
+        let mut headers = http::HeaderMap::with_capacity(self.fields.len() + 2);
+        for (name, value) in self.fields_out() {
+            // httparse let no name or value through that the map would refuse; should
+            // one be, it is left out rather than failing an answer already under way.
+            let value = HeaderValue::from_maybe_shared(self.fields.share(value));
+            if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name), value) {
+                headers.append(name, value);
+            }
+        }
+        if let Some(id) = &self.request_id {
             headers.insert(&X_REQUEST_ID, id.to_value());
         }
         if self.close {

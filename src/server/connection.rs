@@ -24,8 +24,10 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::guard::{ConnShared, GuardLimits, Guarded};
-use super::{framing, inflight, plain, Shared};
-use crate::proxy::{fields, Client, ClientBody, Proxy};
+use super::{inflight, plain};
+use crate::app::Shared;
+use crate::http1::{fields, framing};
+use crate::proxy::{Client, ClientBody, Proxy};
 
 /// hyper's per-connection buffer limit; its default (~400 KiB) multiplies badly with
 /// many concurrent large responses.
@@ -34,7 +36,7 @@ const BUF_LIMIT: usize = 64 * 1024;
 /// Serves one client connection on its own task; counted in `shared.connections`.
 /// Called in the poll that accepted `stream`; `current_thread` is whether that runs on
 /// a current-thread runtime (see [`forget_assumed_readability`]).
-pub fn spawn(
+pub(super) fn spawn(
     stream: TcpStream,
     peer: SocketAddr,
     current_thread: bool,
@@ -93,6 +95,7 @@ async fn serve(
     let proxy = Proxy::new(shared.live.clone());
     let mut idle_since = None;
     let mut carried = BytesMut::new();
+    let mut fresh = true;
     loop {
         let limits = limits(shared);
         // Parked: wait for the client's next bytes with nothing but the socket (unless
@@ -109,6 +112,7 @@ async fn serve(
         let plain = plain::serve(
             &mut stream,
             &mut carried,
+            &mut fresh,
             &client,
             &proxy,
             shared,
@@ -127,6 +131,7 @@ async fn serve(
                 return;
             }
         }
+        fresh = false;
         // Boxed: hyper's connection state is kilobytes, and an unboxed future would
         // keep that much allocated in this task while it is parked.
         match Box::pin(serve_h1(
@@ -161,6 +166,7 @@ async fn serve_h1(
         carried,
         limits,
         conn_shared.clone(),
+        false,
     ));
     let mut conn = http1()
         .serve_connection(io, service(shared, client, &conn_shared))
@@ -229,11 +235,18 @@ async fn serve_h2(
 ) {
     let conn_shared = ConnShared::new();
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    // The proxy measures each header list against `max_header_bytes` itself, so that
+    // its 431 carries `x-cutover-error`; h2 only refuses one twice that size (HPACK
+    // counts 32 bytes more per field than HTTP/1 does) before it is decoded whole.
+    let hard_limit = limits
+        .max_head
+        .saturating_mul(2)
+        .max(limits.max_head + 16 * 1024);
     builder
         .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(limits.max_head).unwrap_or(u32::MAX));
+        .max_header_list_size(u32::try_from(hard_limit).unwrap_or(u32::MAX));
     // The guard hands hyper the preface already read, then steps aside.
-    let io = Guarded::resume(stream, preface, limits, conn_shared.clone());
+    let io = Guarded::resume(stream, preface, limits, conn_shared.clone(), true);
     let mut conn =
         builder.serve_connection(TokioIo::new(io), service(shared, &client, &conn_shared));
     let mut stopping = false;

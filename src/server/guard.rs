@@ -20,7 +20,8 @@ use std::future::Future;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use super::framing::{self, FramingError, Scan};
+use super::response::error_answer;
+use crate::http1::framing::{self, FramingError, Scan};
 use crate::proxy::ProxyError;
 
 /// Per-connection facts the service writes and the guard reads.
@@ -62,6 +63,9 @@ pub struct Guarded<IO> {
     /// Bad bytes found behind good requests: acted on once those are handed over.
     deferred: Option<FramingError>,
     shared: Arc<ConnShared>,
+    /// Nothing has been scanned yet and the connection was found to open with the
+    /// HTTP/2 preface: only there is it one.
+    preface: bool,
 }
 
 /// How the guard ends a connection.
@@ -125,8 +129,16 @@ impl<IO> Guarded<IO> {
 
     /// Continues a connection whose first bytes were read elsewhere: what
     /// `into_parts` returned, or a whole request cutover's own server did not take.
-    pub fn resume(io: IO, pending: BytesMut, limits: GuardLimits, shared: Arc<ConnShared>) -> Self {
+    /// `preface`: those bytes open the connection with the HTTP/2 preface.
+    pub fn resume(
+        io: IO,
+        pending: BytesMut,
+        limits: GuardLimits,
+        shared: Arc<ConnShared>,
+        preface: bool,
+    ) -> Self {
         let mut g = Guarded::new(io, limits, shared);
+        g.preface = preface;
         g.pending = pending;
         if let Err(e) = g.check_pending() {
             g.fail(e);
@@ -148,6 +160,7 @@ impl<IO> Guarded<IO> {
             ending: None,
             deferred: None,
             shared,
+            preface: false,
         }
     }
 
@@ -157,7 +170,7 @@ impl<IO> Guarded<IO> {
             FramingError::HeadTooLarge => ProxyError::HeadersTooLarge,
         };
         tracing::debug!(error = %e, "refused client bytes");
-        self.end_with(e.raw_response());
+        self.end_with(error_answer(&e));
         self.pending.clear();
         self.checked = 0;
     }
@@ -187,7 +200,9 @@ impl<IO> Guarded<IO> {
             &mut self.scan,
             &self.pending[self.checked..],
             self.limits.max_head,
+            self.preface,
         );
+        self.preface &= n == 0;
         self.checked += n;
         if n > 0 {
             self.searched = 0;
@@ -249,7 +264,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Guarded<IO> {
         }
         match want {
             Clock::Header => {
-                self.end_with(ProxyError::ClientTimeout.raw_response());
+                self.end_with(error_answer(&ProxyError::ClientTimeout));
                 true
             }
             _ => {
@@ -325,7 +340,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for Guarded<IO> {
                 if fresh.is_empty() {
                     return Poll::Ready(Ok(()));
                 }
-                match framing::scan(&mut this.scan, fresh, this.limits.max_head) {
+                let scanned =
+                    framing::scan(&mut this.scan, fresh, this.limits.max_head, this.preface);
+                this.preface &= scanned.0 == 0;
+                match scanned {
                     (n, None) => {
                         if n < fresh.len() {
                             this.pending.extend_from_slice(&fresh[n..]);

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
 use super::guard::ConnShared;
-use super::Shared;
+use crate::app::Shared;
 use crate::proxy::ProxyBody;
 
 /// Decrements both counters when dropped.

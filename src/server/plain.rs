@@ -13,25 +13,24 @@
 
 use std::future::{poll_fn, Future};
 use std::mem::MaybeUninit;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use http::{Method, Uri, Version};
-use http_body::Body;
-use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::framing::{self, Scan};
 use super::guard::{self, GuardLimits};
-use super::{date, inflight, Shared};
-use crate::proxy::fields::{self, Fields};
-use crate::proxy::{Client, Proxy, ProxyError, RawRequest, Reply, Sent};
+use super::inflight;
+use super::response::{error_answer, linger, maybe_unread, write_response};
+use crate::app::Shared;
+use crate::http1::fields::{self, Fields};
+use crate::http1::framing::{self, Scan};
+use crate::proxy::{Client, Proxy, ProxyError, RawRequest, Sent};
 
 /// What the connection does after this server let go of it.
 #[derive(Debug)]
@@ -47,16 +46,18 @@ pub enum Next {
 
 /// Room made in the read buffer before a read: a typical head fits in one.
 const READ_ROOM: usize = 4096;
-/// Response bytes gathered before a write; a body piece larger than the write-through
-/// size is written from where it lies rather than copied.
-const WRITE_HIGH_WATER: usize = 64 * 1024;
-const WRITE_THROUGH: usize = 8 * 1024;
+/// Above this, the response buffer a connection keeps between requests is let go.
+const KEEP_OUT: usize = 64 * 1024;
 
 /// Serves plain requests from `buf` and the socket until one is not plain, the
-/// connection idles long enough to park, or it ends.
-pub async fn serve(
+/// connection idles long enough to park, or it ends. `fresh`: no request has been
+/// served on the connection yet (only then may it turn out to be HTTP/2); cleared once
+/// one is.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn serve(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
+    fresh: &mut bool,
     client: &Client,
     proxy: &Proxy,
     shared: &Arc<Shared>,
@@ -80,17 +81,17 @@ pub async fn serve(
             // Parse only once the blank line that ends a head is in: a head sent a byte
             // at a time must not be parsed again from its start at every byte.
             let from = searched.saturating_sub(3).min(buf.len());
-            if buf.starts_with(framing::H2_PREFACE) {
+            if *fresh && buf.starts_with(framing::H2_PREFACE) {
                 return Next::H2;
             }
-            if !buf.is_empty() && framing::H2_PREFACE.starts_with(buf) {
+            if *fresh && !buf.is_empty() && framing::H2_PREFACE.starts_with(buf) {
                 // The start of a preface: wait for the rest.
             } else if framing::head_end(&buf[from..]).is_some() {
                 match parse(buf, limits.max_head) {
                     Parsed::Plain(req, keep_alive) => break (req, keep_alive),
                     Parsed::Other => return Next::Hyper,
                     Parsed::Bad(why) => {
-                        let answer = ProxyError::BadRequest(why).raw_response();
+                        let answer = error_answer(&ProxyError::BadRequest(why));
                         if stream.write_all(&answer).await.is_ok() {
                             linger(stream).await;
                         }
@@ -144,7 +145,7 @@ pub async fn serve(
                     () = tokio::time::sleep_until(
                         *head_started.get_or_insert_with(Instant::now) + limits.header_timeout
                     ) => {
-                        let answer = ProxyError::ClientTimeout.raw_response();
+                        let answer = error_answer(&ProxyError::ClientTimeout);
                         if stream.write_all(&answer).await.is_ok() {
                             linger(stream).await;
                         }
@@ -157,6 +158,7 @@ pub async fn serve(
             }
         };
 
+        *fresh = false;
         let version = req.version;
         let to_head = req.method == Method::HEAD;
         let in_flight = inflight::Counted::start(shared);
@@ -172,7 +174,7 @@ pub async fn serve(
             }
             return Next::Close;
         }
-        if out.capacity() > WRITE_HIGH_WATER {
+        if out.capacity() > KEEP_OUT {
             out = BytesMut::new();
         }
         searched = 0;
@@ -276,157 +278,6 @@ fn parse(buf: &mut BytesMut, max_head: usize) -> Parsed {
         sent,
     };
     Parsed::Plain(request, keep)
-}
-
-/// Writes `reply` to the client; false when the connection must close after it (asked,
-/// a body that ends with the connection, or a failure).
-async fn write_response(
-    stream: &mut TcpStream,
-    out: &mut BytesMut,
-    reply: Reply,
-    to_head: bool,
-    version: Version,
-    keep_alive: bool,
-) -> bool {
-    let status = reply.status;
-    let bodiless = fields::has_no_body(status, to_head);
-    // The proxy itself may have decided the connection ends here.
-    let mut keep_alive = keep_alive && !reply.close;
-
-    out.clear();
-    // One allocation for the head (a new connection's buffer would otherwise grow
-    // through several).
-    out.reserve(reply.fields.encoded_len() + 160);
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.as_str().as_bytes());
-    out.extend_from_slice(b" ");
-    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
-    let mut dated = false;
-    let mut has_length = false;
-    for (name, line) in reply.fields.lines() {
-        if reply.passes(name) {
-            fields::put_line(out, line);
-            dated |= fields::name_is(name, b"date");
-            has_length |= fields::name_is(name, b"content-length");
-        }
-    }
-    if let Some(id) = &reply.request_id {
-        fields::put_field(out, b"x-request-id", id.as_bytes());
-    }
-    if !dated {
-        date::with(|now| fields::put_field(out, b"date", now));
-    }
-    // How the body is delimited: the backend's length, a known one, chunks, or (for an
-    // HTTP/1.0 client) the end of the connection.
-    let mut chunked = false;
-    let mut body = reply.body;
-    if !bodiless && !has_length {
-        match body.size_hint().exact() {
-            Some(n) => {
-                fields::put_field(out, b"content-length", fields::decimal(n, &mut [0u8; 20]))
-            }
-            None if version == Version::HTTP_11 => chunked = true,
-            None => keep_alive = false,
-        }
-    }
-    if chunked {
-        fields::put_field(out, b"transfer-encoding", b"chunked");
-    }
-    if !keep_alive {
-        fields::put_field(out, b"connection", b"close");
-    } else if version == Version::HTTP_10 {
-        fields::put_field(out, b"connection", b"keep-alive");
-    }
-    out.extend_from_slice(b"\r\n");
-    if bodiless {
-        return stream.write_all(out).await.is_ok() && keep_alive;
-    }
-
-    loop {
-        // Take whatever the body has ready now; write only when it has nothing more
-        // yet, so a small answer leaves in one write with its head.
-        let frame = match poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await {
-            Poll::Ready(frame) => frame,
-            Poll::Pending => {
-                if !out.is_empty() {
-                    if stream.write_all(out).await.is_err() {
-                        return false;
-                    }
-                    out.clear();
-                }
-                body.frame().await
-            }
-        };
-        let data = match frame {
-            None => break,
-            // The answer cannot be finished: closing is how the client learns.
-            Some(Err(e)) => {
-                tracing::debug!(error = %e, "response body failed; closing the client connection");
-                return false;
-            }
-            Some(Ok(frame)) => match frame.into_data() {
-                Ok(data) => data,
-                Err(_) => continue,
-            },
-        };
-        if data.len() >= WRITE_THROUGH {
-            if chunked {
-                fields::put_chunk_size(out, data.len());
-            }
-            if stream.write_all(out).await.is_err() || stream.write_all(&data).await.is_err() {
-                return false;
-            }
-            out.clear();
-            if chunked {
-                out.extend_from_slice(b"\r\n");
-            }
-        } else {
-            fields::put_body(out, &data, chunked);
-        }
-        if out.len() >= WRITE_HIGH_WATER {
-            if stream.write_all(out).await.is_err() {
-                return false;
-            }
-            out.clear();
-        }
-    }
-    if chunked {
-        out.extend_from_slice(b"0\r\n\r\n");
-    }
-    stream.write_all(out).await.is_ok() && keep_alive
-}
-
-/// Whether the client sent bytes not read yet, as far as the last poll of the socket
-/// knows (no syscall).
-fn maybe_unread(stream: &TcpStream) -> bool {
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    !stream.poll_read_ready(&mut cx).is_pending()
-}
-
-/// Closes after a last answer while the client may still be sending: unread bytes make
-/// close() send a reset, and a reset can destroy the answer before the client has read
-/// it. So the sending side is shut and whatever still arrives is read and dropped, for
-/// a moment (nginx's lingering close).
-async fn linger(stream: &mut TcpStream) {
-    const FOR_AT_MOST: Duration = Duration::from_secs(2);
-    const BYTES_AT_MOST: usize = 256 * 1024;
-    if stream.shutdown().await.is_err() {
-        return;
-    }
-    // On the heap: only a closing connection needs it, and held inline it would make
-    // every connection's state (boxed for its whole plain life) 4 KiB larger.
-    let mut sink = vec![0u8; 4096];
-    let mut left = BYTES_AT_MOST;
-    let drain = async {
-        while left > 0 {
-            match stream.read(&mut sink).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => left = left.saturating_sub(n),
-            }
-        }
-    };
-    let _ = tokio::time::timeout(FOR_AT_MOST, drain).await;
 }
 
 /// Whether this server would take the request at the front of `bytes`, for tests.

@@ -10,7 +10,7 @@ pub mod upstream;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use cutover::server::Running;
+use cutover::app::Running;
 
 pub use client::{get, raw, raw_after, request, Reply};
 pub use upstream::{RawUpstream, Upstream};
@@ -33,7 +33,7 @@ impl Proxy {
         std::fs::write(&path, &text).expect("write config");
         let loaded =
             cutover::config::load(&path).unwrap_or_else(|e| panic!("config invalid:\n{e}\n{text}"));
-        let running = cutover::server::start(loaded.config)
+        let running = cutover::app::start(loaded.config)
             .await
             .expect("start cutover");
         Proxy {
@@ -55,9 +55,7 @@ impl Proxy {
         std::fs::write(&tmp, with_listeners(toml)).expect("write config");
         std::fs::rename(&tmp, &self.config_path).expect("rename config");
         let running = self.running.as_ref().expect("running");
-        cutover::reload::reload(&self.config_path, &running.shared)
-            .await
-            .expect("reload");
+        running.reload().await.expect("reload");
     }
 }
 

@@ -7,7 +7,7 @@
 //! are refused here. hyper alone would accept some of them (it resolves CL+TE in
 //! favour of chunked), and its own error answers cannot carry `x-cutover-error`.
 
-use crate::proxy::{fields, headers};
+use super::{fields, hop};
 
 /// What went wrong in the client's bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,11 +63,18 @@ pub enum Step {
 
 /// Scans as far as possible into `buf`. Returns how many leading bytes are checked
 /// and, if it stopped at bad bytes, why; after the checked bytes comes either an
-/// incomplete head (more must arrive) or, with an error, the bad part.
-pub fn scan(state: &mut Scan, buf: &[u8], max_head: usize) -> (usize, Option<FramingError>) {
+/// incomplete head (more must arrive) or, with an error, the bad part. `preface` says
+/// whether `buf` starts the connection: only there is the HTTP/2 preface a preface
+/// (anywhere else `PRI * HTTP/2.0` is a request line no HTTP/1 server takes).
+pub fn scan(
+    state: &mut Scan,
+    buf: &[u8],
+    max_head: usize,
+    preface: bool,
+) -> (usize, Option<FramingError>) {
     let mut pos = 0;
     while pos < buf.len() {
-        match step(state, &buf[pos..], max_head) {
+        match step(state, &buf[pos..], max_head, preface && pos == 0) {
             Ok(Step::Consumed(n)) => pos += n,
             Ok(Step::NeedMore) => break,
             Err(e) => return (pos, Some(e)),
@@ -76,7 +83,12 @@ pub fn scan(state: &mut Scan, buf: &[u8], max_head: usize) -> (usize, Option<Fra
     (pos, None)
 }
 
-fn step(state: &mut Scan, buf: &[u8], max_head: usize) -> Result<Step, FramingError> {
+fn step(
+    state: &mut Scan,
+    buf: &[u8],
+    max_head: usize,
+    preface: bool,
+) -> Result<Step, FramingError> {
     match *state {
         Scan::Passthrough => Ok(Step::Consumed(buf.len())),
         Scan::Body(left) => {
@@ -90,12 +102,17 @@ fn step(state: &mut Scan, buf: &[u8], max_head: usize) -> Result<Step, FramingEr
             Ok(Step::Consumed(n))
         }
         Scan::Chunked(c) => chunk_step(state, c, buf),
-        Scan::Head => head_step(state, buf, max_head),
+        Scan::Head => head_step(state, buf, max_head, preface),
     }
 }
 
-fn head_step(state: &mut Scan, buf: &[u8], max_head: usize) -> Result<Step, FramingError> {
-    if buf.starts_with(b"PRI ") || H2_PREFACE.starts_with(buf) {
+fn head_step(
+    state: &mut Scan,
+    buf: &[u8],
+    max_head: usize,
+    preface: bool,
+) -> Result<Step, FramingError> {
+    if preface && (buf.starts_with(b"PRI ") || H2_PREFACE.starts_with(buf)) {
         if buf.len() < H2_PREFACE.len() {
             return if H2_PREFACE.starts_with(buf) {
                 Ok(Step::NeedMore)
@@ -186,9 +203,9 @@ pub fn framing_of(req: &httparse::Request<'_, '_>) -> Result<Scan, FramingError>
         } else if fields::name_is(name, b"upgrade") {
             // h2c upgrades are not tunnelled (the proxy strips them), so they do not
             // switch the connection. The proxy reads both fields by the same rules.
-            upgrade |= headers::switches(h.value);
+            upgrade |= hop::switches(h.value);
         } else if fields::name_is(name, b"connection") {
-            connection_upgrade |= headers::connection_upgrade(h.value);
+            connection_upgrade |= hop::connection_upgrade(h.value);
         }
     }
     if hosts > 1 {
@@ -300,7 +317,7 @@ mod tests {
 
     fn run(input: &[u8]) -> Result<(usize, Scan), FramingError> {
         let mut s = Scan::Head;
-        match scan(&mut s, input, 8192) {
+        match scan(&mut s, input, 8192, false) {
             (n, None) => Ok((n, s)),
             (_, Some(e)) => Err(e),
         }
@@ -329,7 +346,7 @@ mod tests {
         let mut pending: Vec<u8> = Vec::new();
         for &b in req.iter() {
             pending.push(b);
-            let (n, err) = scan(&mut s, &pending, 8192);
+            let (n, err) = scan(&mut s, &pending, 8192, false);
             assert_eq!(err, None);
             pending.drain(..n);
             fed += n;
@@ -367,7 +384,7 @@ mod tests {
         let good = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
         let mut both = good.to_vec();
         both.extend_from_slice(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n");
-        let (n, err) = scan(&mut s, &both, 8192);
+        let (n, err) = scan(&mut s, &both, 8192, false);
         assert_eq!(n, good.len());
         assert!(matches!(err, Some(FramingError::BadRequest(_))));
     }
@@ -378,7 +395,7 @@ mod tests {
         let mut big = b"GET / HTTP/1.1\r\nX: ".to_vec();
         big.resize(9000, b'a');
         assert_eq!(
-            scan(&mut s, &big, 8192),
+            scan(&mut s, &big, 8192, false),
             (0, Some(FramingError::HeadTooLarge))
         );
     }
@@ -386,9 +403,20 @@ mod tests {
     #[test]
     fn h2_preface_switches_to_passthrough() {
         let mut s = Scan::Head;
-        assert_eq!(scan(&mut s, b"PRI * HT", 8192), (0, None));
-        assert_eq!(scan(&mut s, H2_PREFACE, 8192), (H2_PREFACE.len(), None));
+        assert_eq!(scan(&mut s, b"PRI * HT", 8192, true), (0, None));
+        assert_eq!(
+            scan(&mut s, H2_PREFACE, 8192, true),
+            (H2_PREFACE.len(), None)
+        );
         assert_eq!(s, Scan::Passthrough);
+        // Behind a request, the same bytes are a request line HTTP/1 refuses.
+        let mut s = Scan::Head;
+        let mut behind = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n".to_vec();
+        let first = behind.len();
+        behind.extend_from_slice(H2_PREFACE);
+        let (n, err) = scan(&mut s, &behind, 8192, true);
+        assert_eq!(n, first);
+        assert!(matches!(err, Some(FramingError::BadRequest(_))), "{err:?}");
     }
 
     #[test]

@@ -1,11 +1,12 @@
-//! Keep-alive HTTP/1.1 connections to backends, and the exchange of one request on
-//! one of them.
+//! cutover's HTTP/1.1 client for backends: keep-alive connections, and the exchange
+//! of one request on one of them, driven from the request's own task.
 //!
 //! Each backend keeps an idle list per worker. A connection is checked out before the
 //! request is written, so a failed connect leaves the request (and its body) in the
 //! caller's hands for a retry elsewhere; it goes back to the list only once both the
 //! request and the response have been carried whole.
 
+mod body;
 mod exchange;
 mod response;
 
@@ -24,10 +25,10 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
+pub use body::{RequestBodyError, UpstreamBody, UpstreamRequestBody};
 pub use exchange::{Exchange, Outgoing};
 pub use response::Head;
 
-use super::body::RequestBodyError;
 use crate::worker;
 
 /// Idle connections kept per backend; enough for a busy backend without hoarding fds.

@@ -11,8 +11,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::StatusCode;
 
 use super::UpstreamError;
-use crate::proxy::fields::{self, Fields};
-use crate::proxy::headers;
+use crate::http1::fields::{self, Fields};
+use crate::http1::hop;
 
 /// Most header fields a backend's response may carry (hyper's bound).
 const MAX_HEADERS: usize = 100;
@@ -116,14 +116,14 @@ pub fn parse_head(buf: &mut BytesMut, to_head: bool) -> Result<Option<Head>, Ups
             switching
         } else if fields::name_is(name, b"connection") {
             keep_alive &= !fields::lists(value, b"close");
-            let named = !headers::is_std_hop(value);
+            let named = !hop::is_std_hop(value);
             names_more |= named;
             switching || named
         } else if fields::name_is(name, b"keep-alive") {
-            idle_for = headers::keep_alive_timeout(value);
+            idle_for = hop::keep_alive_timeout(value);
             switching
         } else {
-            switching || !headers::is_hop_by_hop_name(name)
+            switching || !hop::is_hop_by_hop_name(name)
         };
         if keep {
             kept.push(span);

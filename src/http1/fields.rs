@@ -1,10 +1,9 @@
-//! The HTTP/1 wire format both of cutover's own ends share (its server for clients and
-//! its client for backends): header fields as httparse found them, kept as the head's
-//! frozen bytes and where each field lies in them ([`Fields`]); fields, lengths and
-//! chunks written back out; and which answers carry no body.
+//! Header fields as httparse found them, kept as the head's frozen bytes and where each
+//! field lies in them ([`Fields`]); fields, lengths and chunks written back out; and
+//! which answers carry no body.
 
 use bytes::{Bytes, BytesMut};
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::HeaderMap;
 use http::StatusCode;
 use smallvec::SmallVec;
 
@@ -135,20 +134,13 @@ impl Fields {
             .sum()
     }
 
-    /// The fields as a map, with room for `more`. httparse let no name or value through
-    /// that the map would refuse; should one be, it is left out rather than failing an
-    /// answer already under way.
-    pub fn to_map(&self, more: usize) -> HeaderMap {
-        let mut map = HeaderMap::with_capacity(self.spans.len() + more);
-        for &[ns, nl, vs, vl] in &self.spans {
-            let [ns, nl, vs, vl] = [ns, nl, vs, vl].map(usize::from);
-            let name = HeaderName::from_bytes(&self.head[ns..ns + nl]);
-            let value = HeaderValue::from_maybe_shared(self.head.slice(vs..vs + vl));
-            if let (Ok(name), Ok(value)) = (name, value) {
-                map.append(name, value);
-            }
-        }
-        map
+    /// How many fields there are.
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
     }
 
     fn field(&self, span: Span) -> (&[u8], &[u8]) {
@@ -286,9 +278,9 @@ mod tests {
         };
         let spans = parsed.iter().map(|f| span_of(raw, f)).collect();
         let head = Bytes::from_static(raw);
-        let map = Fields::new(head, spans).to_map(0);
-        assert_eq!(map.get("x-a").map(HeaderValue::as_bytes), Some(&b"1"[..]));
-        assert_eq!(map.get("x-b").map(HeaderValue::as_bytes), Some(&b"two"[..]));
+        let fields = Fields::new(head, spans);
+        assert_eq!(fields.get("x-a"), Some(&b"1"[..]));
+        assert_eq!(fields.get("x-b"), Some(&b"two"[..]));
     }
 
     #[test]
@@ -318,9 +310,8 @@ mod tests {
         f.retain(|name, _| !name.eq_ignore_ascii_case(b"server"));
         let pairs: Vec<_> = f.iter().collect();
         assert_eq!(pairs, [(&b"x-a"[..], &b"1"[..]), (&b"X-A"[..], &b"2"[..])]);
-        let map = f.to_map(0);
-        let all: Vec<_> = map.get_all("x-a").iter().collect();
-        assert_eq!(all, ["1", "2"]);
+        let all: Vec<_> = f.all("x-a").collect();
+        assert_eq!(all, [&b"1"[..], &b"2"[..]]);
     }
 
     #[test]

@@ -13,17 +13,16 @@ use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use http::request::Parts;
-use http::{header, StatusCode};
+use bytes::{Buf, Bytes, BytesMut};
+use http::StatusCode;
 use http_body::Body;
 use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 
+use super::body::{RequestBodyError, UpstreamRequestBody};
 use super::response::{self, Decoded, Framing, Head};
 use super::{Conn, UpstreamError};
-use crate::proxy::body::{RequestBodyError, UpstreamRequestBody};
-use crate::proxy::fields;
+use crate::http1::fields;
 
 /// Body bytes gathered before writing: big enough for few syscalls, small enough that a
 /// fast client cannot make the proxy buffer much.
@@ -69,6 +68,9 @@ pub struct Outgoing {
     /// The body travels chunked: its length is unknown (the client's own framing was a
     /// hop-by-hop matter, and HTTP/2 has none).
     pub chunked: bool,
+    /// Where a `Host` field goes when the client named no host (an HTTP/1.0 request):
+    /// the backend's own address, written when the backend is known.
+    pub host_at: Option<usize>,
 }
 
 /// Heads up to this size hand their buffer on to a later head written on the thread.
@@ -100,10 +102,24 @@ impl Drop for Outgoing {
 }
 
 impl Exchange {
-    /// Starts an exchange: the head leaves with the first poll.
-    pub fn new(mut conn: Box<Conn>, head: &Outgoing, body: UpstreamRequestBody) -> Self {
+    /// Starts an exchange with the backend at `authority`: the head leaves with the
+    /// first poll.
+    pub fn new(
+        mut conn: Box<Conn>,
+        head: &Outgoing,
+        authority: &str,
+        body: UpstreamRequestBody,
+    ) -> Self {
         conn.wbuf.clear();
-        conn.wbuf.extend_from_slice(&head.head);
+        match head.host_at {
+            None => conn.wbuf.extend_from_slice(&head.head),
+            Some(at) => {
+                // An HTTP/1.1 request must carry a Host (RFC 9112 3.2).
+                conn.wbuf.extend_from_slice(&head.head[..at]);
+                fields::put_field(&mut conn.wbuf, b"host", authority.as_bytes());
+                conn.wbuf.extend_from_slice(&head.head[at..]);
+            }
+        }
         Exchange {
             conn,
             upload: Upload::Sending {
@@ -337,31 +353,6 @@ impl Outgoing {
         out.reserve(capacity);
         out
     }
-
-    /// The head of a request hyper parsed, its fields as they are in the map; `target`
-    /// in origin form.
-    pub fn encode(parts: &Parts, target: &str, has_body: bool) -> Self {
-        let chunked = has_body && !parts.headers.contains_key(header::CONTENT_LENGTH);
-        let mut out = Outgoing::buffer(
-            parts.method.as_str().len() + target.len() + fields::encoded_len(&parts.headers) + 48,
-        );
-        out.extend_from_slice(parts.method.as_str().as_bytes());
-        out.put_u8(b' ');
-        out.extend_from_slice(target.as_bytes());
-        out.extend_from_slice(b" HTTP/1.1\r\n");
-        for (name, value) in &parts.headers {
-            fields::put_field(&mut out, name.as_str().as_bytes(), value.as_bytes());
-        }
-        if chunked {
-            fields::put_field(&mut out, b"transfer-encoding", b"chunked");
-        }
-        out.extend_from_slice(b"\r\n");
-        Outgoing {
-            method: parts.method.clone(),
-            head: out,
-            chunked,
-        }
-    }
 }
 
 #[cfg(test)]
@@ -373,6 +364,7 @@ mod tests {
             method: http::Method::GET,
             head,
             chunked: false,
+            host_at: None,
         });
     }
 
@@ -401,23 +393,5 @@ mod tests {
         // A big one is not kept.
         dropped(BytesMut::with_capacity(SPARE_MAX + 1));
         assert!(Outgoing::buffer(10).capacity() <= SPARE_MAX);
-    }
-
-    #[test]
-    fn head_is_origin_form_http11() {
-        let (mut parts, ()) = http::Request::builder()
-            .method("POST")
-            .uri("/a?b=1")
-            .header("host", "example")
-            .body(())
-            .map(http::Request::into_parts)
-            .unwrap_or_else(|_| unreachable!());
-        parts.version = http::Version::HTTP_10;
-        let out = Outgoing::encode(&parts, "/a?b=1", true);
-        assert!(out.chunked);
-        assert_eq!(
-            &out.head[..],
-            b"POST /a?b=1 HTTP/1.1\r\nhost: example\r\ntransfer-encoding: chunked\r\n\r\n"
-        );
     }
 }

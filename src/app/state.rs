@@ -1,0 +1,42 @@
+//! The state the parts of a running cutover share, made once by [`super::start`].
+
+use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::health::Registry;
+use crate::routing::Snapshot;
+
+/// State shared by the listeners, the admin endpoints and the reload task.
+///
+/// `live` is written only by start-up and the reload task (one atomic swap each), read
+/// by every request; `registry` keeps backend health across those swaps. The counts
+/// are moved by the connections and read by the admin endpoints and shutdown.
+#[derive(Debug)]
+pub struct Shared {
+    pub live: Arc<ArcSwap<Snapshot>>,
+    pub registry: Registry,
+    /// True once a config is loaded and every listener is bound (`/readyz`); false
+    /// again once shutdown starts.
+    pub ready: AtomicBool,
+    /// Requests inside the proxy service now, over all connections.
+    pub in_flight: crate::worker::Count,
+    /// Open client connections (parked ones included).
+    pub connections: AtomicUsize,
+    /// Woken when `connections` drops to zero, for draining.
+    pub drained: tokio::sync::Notify,
+}
+
+impl Shared {
+    pub(crate) fn new(snapshot: Snapshot, registry: Registry) -> Arc<Self> {
+        Arc::new(Shared {
+            live: Arc::new(ArcSwap::from_pointee(snapshot)),
+            registry,
+            ready: AtomicBool::new(false),
+            in_flight: crate::worker::Count::default(),
+            connections: AtomicUsize::new(0),
+            drained: tokio::sync::Notify::new(),
+        })
+    }
+}
