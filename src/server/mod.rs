@@ -6,6 +6,8 @@ mod connection;
 mod guard;
 mod inflight;
 mod plain;
+#[cfg(test)]
+mod props;
 mod response;
 mod workers;
 

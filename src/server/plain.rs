@@ -199,12 +199,9 @@ enum Parsed {
 /// Takes a plain request off the front of `buf`; leaves `buf` as it was otherwise
 /// (but for empty lines before a request line, which RFC 9112 2.2 lets us skip).
 fn parse(buf: &mut BytesMut, max_head: usize) -> Parsed {
-    let blank = buf
-        .iter()
-        .take_while(|&&b| b == b'\r' || b == b'\n')
-        .count();
+    let blank = framing::empty_lines(buf);
     buf.advance(blank);
-    if buf.is_empty() {
+    if buf.is_empty() || buf[..] == b"\r"[..] {
         return Parsed::Partial;
     }
     let max_head = max_head.min(fields::MAX_HEAD);
@@ -282,7 +279,7 @@ fn parse(buf: &mut BytesMut, max_head: usize) -> Parsed {
 
 /// Whether this server would take the request at the front of `bytes`, for tests.
 #[cfg(test)]
-fn takes(bytes: &[u8]) -> bool {
+pub(super) fn takes(bytes: &[u8]) -> bool {
     matches!(parse(&mut BytesMut::from(bytes), 8192), Parsed::Plain(..))
 }
 
