@@ -4,7 +4,7 @@ use std::path::Path;
 
 use cutover::config;
 
-/// The first error for `text`, as "line:column: message".
+/// Every error for `text`, as "line:column: message", in file order.
 fn errors(text: &str) -> Vec<String> {
     match config::parse(Path::new("t.toml"), text) {
         Ok(_) => Vec::new(),
@@ -187,6 +187,80 @@ fn each_validation_rule() {
 fn all_errors_are_reported_at_once() {
     let errs = errors("[limits]\nretries = 1\nidle_timeout = \"0s\"\n[pools.a]\nbackends = []\n[pools.b]\nbackends = [\"x\"]\n");
     assert!(errs.len() >= 3, "{errs:?}");
+}
+
+/// `errs` is exactly `want`, each given as ("line:column", a word of its message).
+fn assert_exactly(errs: &[String], want: &[(&str, &str)]) {
+    assert_eq!(errs.len(), want.len(), "{errs:?}");
+    for (e, (at, word)) in errs.iter().zip(want) {
+        assert!(
+            e.starts_with(&format!("{at}: ")) && e.contains(word),
+            "expected {at} {word:?}, got {errs:?}"
+        );
+    }
+}
+
+#[test]
+fn typos_wrong_types_and_rule_errors_are_all_reported_together() {
+    let errs = errors(
+        "[limits]\n\
+         retries = \"x\"\n\
+         [pools.p]\n\
+         backends = [\"127.0.0.1:1\"]\n\
+         wieght = 3\n\
+         [listen]\n\
+         htp = [\"0.0.0.0:8080\"]\n\
+         [[routes]]\n\
+         name = \"r\"\n\
+         split = { q = 1 }\n",
+    );
+    assert_exactly(
+        &errs,
+        &[
+            ("2:11", "expected u32"),
+            ("5:1", "unknown field `wieght`"),
+            ("7:1", "unknown field `htp`"),
+            ("10:15", "pool \"q\", which does not exist"),
+        ],
+    );
+}
+
+#[test]
+fn an_unknown_key_in_an_inline_table_does_not_hide_the_next_one() {
+    let errs = errors(
+        "[pools.p]\n\
+         backends = [{ addr = \"127.0.0.1:1\", wieght = 2 }]\n\
+         [limits]\n\
+         retires = 2\n",
+    );
+    assert_exactly(
+        &errs,
+        &[
+            ("2:37", "unknown field `wieght`"),
+            ("4:1", "unknown field `retires`"),
+        ],
+    );
+}
+
+#[test]
+fn a_syntax_error_is_the_only_error() {
+    let errs = errors("[limits]\nretires = 2\nretries = = 1\n[serverr]\n");
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].starts_with("3:"), "{errs:?}");
+}
+
+#[test]
+fn a_wrong_type_in_a_required_field_is_not_also_a_missing_field() {
+    let errs = errors(&format!(
+        "{POOL}[limits]\nretires = 2\n[[routes]]\nname = \"r\"\nsplit = \"x\"\n"
+    ));
+    assert_exactly(
+        &errs,
+        &[
+            ("4:1", "unknown field `retires`"),
+            ("7:9", "expected a map"),
+        ],
+    );
 }
 
 #[test]

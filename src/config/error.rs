@@ -68,6 +68,23 @@ impl ConfigError {
         }
     }
 
+    /// In the order a reader goes through the file, each finding once.
+    pub(super) fn in_file_order(mut errors: Vec<Diagnostic>) -> Self {
+        errors.sort_by_key(|d| (d.line, d.column));
+        let mut unique: Vec<Diagnostic> = Vec::with_capacity(errors.len());
+        for d in errors {
+            let seen = unique
+                .iter()
+                .rev()
+                .take_while(|u| (u.line, u.column) == (d.line, d.column))
+                .any(|u| *u == d);
+            if !seen {
+                unique.push(d);
+            }
+        }
+        ConfigError { errors: unique }
+    }
+
     pub fn unreadable(path: &Path, err: &std::io::Error) -> Self {
         ConfigError {
             errors: vec![Diagnostic {

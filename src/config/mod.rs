@@ -3,8 +3,10 @@
 //!
 //! Nothing outside this module sees the raw TOML: a [`Config`] that exists is valid.
 
+mod blank;
 mod error;
 mod raw;
+mod recover;
 pub mod units;
 mod validate;
 

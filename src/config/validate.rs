@@ -10,6 +10,7 @@ use http::HeaderName;
 use toml::Spanned;
 
 use super::raw::{self, RawConfig};
+use super::recover::{self, Deserialized};
 use super::units::HumanDuration;
 use super::{
     BackendConfig, CertPair, Config, ConfigError, Diagnostic, Eject, HostPattern, KeySource,
@@ -25,16 +26,11 @@ struct Checker<'a> {
 }
 
 pub(super) fn validate(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
-    let raw: RawConfig = match toml::from_str(text) {
-        Ok(raw) => raw,
-        Err(e) => {
-            let span = e.span().unwrap_or(0..0);
-            let message = e.message().trim().to_owned();
-            return Err(ConfigError {
-                errors: vec![Diagnostic::at(path, text, span, message)],
-            });
-        }
+    let Deserialized { raw, mut errors } = recover::deserialize(path, text);
+    let Some(raw) = raw else {
+        return Err(ConfigError::in_file_order(errors));
     };
+    // `raw` may come from a blanked copy of `text`; its spans are the same offsets.
     let mut c = Checker {
         path,
         text,
@@ -42,14 +38,14 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
         warnings: Vec::new(),
     };
     let config = c.config(raw, text);
-    if c.errors.is_empty() {
+    errors.append(&mut c.errors);
+    if errors.is_empty() {
         Ok(Loaded {
             config,
             warnings: c.warnings,
         })
     } else {
-        c.errors.sort_by_key(|d| (d.line, d.column));
-        Err(ConfigError { errors: c.errors })
+        Err(ConfigError::in_file_order(errors))
     }
 }
 
