@@ -43,10 +43,20 @@ pub(crate) fn spawn(path: PathBuf, shared: Arc<Shared>) -> Reloader {
             let outcome = reload(&path, &shared).await;
             match &outcome {
                 Ok(generation) => tracing::info!(generation, "config reloaded"),
-                Err(e) => tracing::error!(
-                    errors = %e,
-                    "config reload failed; the old config keeps serving"
-                ),
+                Err(e) => {
+                    for d in &e.errors {
+                        tracing::error!(
+                            file = %d.path.display(),
+                            line = d.line,
+                            column = d.column,
+                            "{d}"
+                        );
+                    }
+                    tracing::error!(
+                        errors = e.errors.len(),
+                        "config reload failed; the old config keeps serving"
+                    );
+                }
             }
             let _ = reply.send(outcome);
         }

@@ -289,3 +289,79 @@ async fn new_connections_are_answered_whether_the_request_comes_with_them_or_lat
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
     }
 }
+
+#[test]
+fn every_stderr_line_is_json_when_stderr_is_not_a_terminal() {
+    // No --log-format: stderr is a pipe here, so the log is JSON, config findings
+    // (a warning at start, the errors of a bad reload) included.
+    let up_addr = "127.0.0.1:9";
+    let dir = Dir::new();
+    let text = format!(
+        "[listen]\nhttp = [\"127.0.0.1:0\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [pools.p]\nbackends = [\"{up_addr}\"]\n[pools.spare]\nbackends = [\"{up_addr}\"]\n\
+         [[routes]]\nname = \"r\"\nsplit = {{ p = 1 }}\n"
+    );
+    let path = write(&dir, "cutover.toml", &text);
+    let mut child = Command::new(BIN)
+        .args(["run", "-c"])
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn cutover");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut seen: Vec<serde_json::Value> = Vec::new();
+    let mut wait_for = |what: &str| loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("no log line with {what:?}; saw {seen:?}"));
+        let v: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        let hit = v["message"].as_str().is_some_and(|m| m.contains(what));
+        seen.push(v);
+        if hit {
+            return;
+        }
+    };
+    wait_for("pool \"spare\" is not used by any route");
+    wait_for("admin listening");
+    write(
+        &dir,
+        "cutover.toml",
+        "[pools.p]\nbackends = [\"nope\"]\nbogus = 1\n",
+    );
+    let ok = Command::new("sh")
+        .args(["-c", &format!("kill -HUP {}", child.id())])
+        .status()
+        .expect("kill");
+    assert!(ok.success());
+    wait_for("unknown field `bogus`");
+    let _ = child.kill();
+    let _ = child.wait();
+    let warning = seen
+        .iter()
+        .find(|v| v["message"].as_str().is_some_and(|m| m.contains("spare")))
+        .expect("the warning");
+    assert_eq!(warning["level"], "WARN");
+    assert_eq!(warning["line"], 7);
+    let bogus = seen
+        .iter()
+        .find(|v| v["message"].as_str().is_some_and(|m| m.contains("bogus")))
+        .expect("the error");
+    assert_eq!(
+        (bogus["level"].as_str(), bogus["line"].as_u64()),
+        (Some("ERROR"), Some(3))
+    );
+}

@@ -58,7 +58,14 @@ pub fn main() -> ExitCode {
     init_logging(cli.log_format, &cli.log_level);
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => run(&cli.config),
-        Command::Check => check(&cli.config),
+        // `check` prints its findings as plain lines unless JSON was asked for by name.
+        Command::Check => check(
+            &cli.config,
+            match cli.log_format {
+                Some(LogFormat::Json) => Report::Log,
+                _ => Report::Plain,
+            },
+        ),
         Command::Demo => demo::run(),
     }
 }
@@ -83,38 +90,65 @@ fn init_logging(format: Option<LogFormat>, level: &str) {
     }
 }
 
-/// Loads a config, printing its warnings, or prints every error.
-fn load_or_report(path: &Path) -> Option<config::Config> {
+/// Where the findings of a config load go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Report {
+    /// Plain `file:line:column: error: ...` lines on stderr: `check`'s own output, as
+    /// `nginx -t` prints it, for a person or a script to read.
+    Plain,
+    /// Log events, in the log's format: under `--log-format json` every line on stderr
+    /// is JSON, config findings included.
+    Log,
+}
+
+/// Loads a config, reporting its warnings, or reports every error.
+fn load_or_report(path: &Path, report: Report) -> Option<config::Config> {
     match config::load(path) {
         Ok(loaded) => {
             for w in &loaded.warnings {
-                eprintln!(
-                    "{}:{}:{}: warning: {}",
-                    w.path.display(),
-                    w.line,
-                    w.column,
-                    w.message
-                );
+                match report {
+                    Report::Plain => eprintln!(
+                        "{}:{}:{}: warning: {}",
+                        w.path.display(),
+                        w.line,
+                        w.column,
+                        w.message
+                    ),
+                    Report::Log => tracing::warn!(
+                        file = %w.path.display(),
+                        line = w.line,
+                        column = w.column,
+                        "{w}"
+                    ),
+                }
             }
             Some(loaded.config)
         }
         Err(e) => {
             for d in &e.errors {
-                eprintln!(
-                    "{}:{}:{}: error: {}",
-                    d.path.display(),
-                    d.line,
-                    d.column,
-                    d.message
-                );
+                match report {
+                    Report::Plain => eprintln!(
+                        "{}:{}:{}: error: {}",
+                        d.path.display(),
+                        d.line,
+                        d.column,
+                        d.message
+                    ),
+                    Report::Log => tracing::error!(
+                        file = %d.path.display(),
+                        line = d.line,
+                        column = d.column,
+                        "{d}"
+                    ),
+                }
             }
             None
         }
     }
 }
 
-fn check(path: &Path) -> ExitCode {
-    let Some(c) = load_or_report(path) else {
+fn check(path: &Path, report: Report) -> ExitCode {
+    let Some(c) = load_or_report(path, report) else {
         return ExitCode::FAILURE;
     };
     let backends: usize = c.pools.iter().map(|p| p.backends.len()).sum();
@@ -136,7 +170,7 @@ fn check(path: &Path) -> ExitCode {
 }
 
 fn run(path: &Path) -> ExitCode {
-    let Some(config) = load_or_report(path) else {
+    let Some(config) = load_or_report(path, Report::Log) else {
         return ExitCode::FAILURE;
     };
     serve(config, |_| {})
