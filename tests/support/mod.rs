@@ -51,11 +51,30 @@ impl Proxy {
 
     /// Rewrites the config (same listeners) and reloads it, as SIGHUP would.
     pub async fn reload(&self, toml: &str) {
+        self.try_reload(toml).await.expect("reload");
+    }
+
+    /// Rewrites the config (same listeners), as an editor would (a new file renamed
+    /// over the old), and reloads it; the new generation or the errors.
+    pub async fn try_reload(&self, toml: &str) -> Result<u64, cutover::config::ConfigError> {
+        self.write_config(toml);
+        self.running().reload().await
+    }
+
+    /// Rewrites the config file (same listeners) without reloading it.
+    pub fn write_config(&self, toml: &str) {
         let tmp = self.dir.path.join("cutover.toml.tmp");
         std::fs::write(&tmp, with_listeners(toml)).expect("write config");
         std::fs::rename(&tmp, &self.config_path).expect("rename config");
-        let running = self.running.as_ref().expect("running");
-        running.reload().await.expect("reload");
+    }
+
+    pub fn running(&self) -> &Running {
+        self.running.as_ref().expect("running")
+    }
+
+    /// The generation of the live config.
+    pub fn generation(&self) -> u64 {
+        self.running().shared.live.load().generation
     }
 }
 
