@@ -1,30 +1,58 @@
 //! cutover: an HTTP reverse proxy that moves traffic between two environments by
 //! weight, live, keeping cold backends out of rotation until they are warm.
 //!
-//! Modules: [`config`] (schema, validation, loading) · [`routing`] (the snapshot a
-//! reload swaps) · [`balance`] (pool and backend picks) · [`health`] (warm-up, slow
-//! start, ejection) · [`proxy`] (the service that forwards one request, and the
-//! HTTP/1.1 client for backends) · [`server`] (listeners, cutover's own HTTP/1 server
-//! for plain requests, hyper behind the framing guard for the rest, idle parking,
-//! shutdown) · [`worker`] (which worker thread runs, counts kept per worker) ·
-//! [`reload`] (SIGHUP) · [`admin`] (health endpoints) · [`metrics`] (the
-//! per-request outcome seam) · [`cli`].
+//! Modules, each owning one thing:
+//! [`app`] (start-up, the shared state, shutdown) ·
+//! [`config`] (schema, validation, loading) ·
+//! [`routing`] (the snapshot a reload swaps: routes, pools, pickers) ·
+//! [`balance`] (pool and backend picks) ·
+//! [`health`] (warm-up, slow start, ejection; the registry that outlives reloads) ·
+//! [`server`] (listeners and client connections: cutover's own HTTP/1 server, hyper
+//! behind the framing guard, idle parking, draining) ·
+//! [`http1`] (the HTTP/1 wire format both ends share: fields, framing, hop-by-hop,
+//! Host) ·
+//! [`proxy`] (the service that forwards one request: checks, route, pool, the head the
+//! backend gets, retries, the answer) ·
+//! [`upstream`] (the HTTP/1.1 client for backends: pooled connections, one exchange,
+//! the bodies it carries) ·
+//! [`reload`] (the one task that swaps configs) ·
+//! [`admin`] (health endpoints) ·
+//! [`metrics`] (the per-request outcome seam, the access log) ·
+//! [`worker`] (which worker thread runs; per-worker counts) ·
+//! [`cli`].
 //!
 //! The path of one request:
 //! 1. [`server`] accepts the connection. A head without a body is parsed once, under
-//!    the framing guard's rules, by cutover's own HTTP/1 server; anything else (a
-//!    body, an upgrade, HTTP/2, a head to refuse) goes to hyper, behind the guard
-//!    that checks each head (framing, size, slow-loris) before hyper parses it.
-//! 2. [`proxy::Proxy::handle`] loads the live [`routing::Snapshot`] once. Either
-//!    server's request is read through [`proxy::Incoming`]: the plain server's stays
-//!    the head's bytes ([`proxy::RawRequest`]), hyper's is its `Request`.
-//! 3. The snapshot's route table finds the route by host, then path prefix.
+//!    [`http1::framing`]'s rules, by cutover's own HTTP/1 server; anything else (a
+//!    body, an upgrade, HTTP/2, a head to refuse) goes to hyper, behind the guard that
+//!    checks each head (framing, size, slow-loris) before hyper parses it.
+//! 2. The proxy service loads the live [`routing::Snapshot`] once and reads the request
+//!    the same way whichever server parsed it: the plain server's stays the head's
+//!    bytes, hyper's is its `Request`.
+//! 3. It refuses what must never be forwarded (an invalid Host, CONNECT, a body over
+//!    the limit), then the snapshot's route table finds the route by host, then path.
 //! 4. The route picks a pool ([`balance`]: override, sticky rendezvous, or weight).
-//! 5. The pool picks a backend by effective weight, which [`health`] keeps current.
-//! 6. [`proxy`] forwards over a pooled keep-alive connection, driven from the request's
-//!    own task, retrying elsewhere when allowed; hands back a [`proxy::Reply`] whose
-//!    fields stay as the backend sent them until a server writes them; records the
-//!    outcome ([`metrics`]).
+//! 5. The proxy's one head writer turns the request into the head the backend gets.
+//! 6. The pool picks a backend by effective weight, which [`health`] keeps current;
+//!    [`upstream`] sends the request over a pooled keep-alive connection from the
+//!    request's own task, and the proxy retries elsewhere when the rules allow.
+//! 7. The answer goes back through the server that has the client (its fields by one
+//!    rule, [`proxy::Reply::fields_out`]), and the outcome is recorded ([`metrics`]).
+//!
+//! Where to change what:
+//! - a header rule toward the backend: `proxy/head.rs` (the one writer); toward the
+//!   client: [`proxy::Reply::fields_out`]; what counts as hop-by-hop:
+//!   [`http1::hop`]; what a Host may be: [`http1::host`].
+//! - what the proxy answers itself, and with which status: `proxy/error.rs`.
+//! - HTTP/1 parsing and framing: [`http1::framing`] (the guard and the plain server
+//!   both follow it), and its smuggling tests in `tests/smuggling.rs`,
+//!   `tests/desync.rs` and `server/props.rs`.
+//! - a metric: [`metrics::record`] is handed every request's outcome.
+//! - an admin endpoint: [`admin`].
+//! - a config key: `config/raw.rs` (the file's shape), `config/validate.rs` (its
+//!   checks and defaults), then the domain type in [`config`].
+//! - what a reload does: [`reload`]; what is kept across one: [`health::Registry`].
+//! - start-up and shutdown order: [`app`].
 
 #![forbid(unsafe_code)]
 
