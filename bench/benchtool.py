@@ -211,6 +211,7 @@ def scenario_rows(knobs):
         + [
             (f"p50 at {rate} req/s, 16 conns (us)", "rate", "p50_us", "lower"),
             (f"p99 at {rate} req/s, 16 conns (us)", "rate", "p99_us", "lower"),
+            (f"p99.9 at {rate} req/s, 16 conns (us)", "rate", "p999_us", "lower"),
             (f"CPU per request at {rate} req/s (us)", "rate", "cpu_us_per_req", "lower"),
             ("p50 latency, 1 conn (us)", "wrk1", "p50_us", "lower"),
             ("p99 latency, 1 conn (us)", "wrk1", "p99_us", "lower"),

@@ -133,13 +133,14 @@ async fn rate_mode(url: &str, rate: u64, conns: u64, secs: u64) -> i32 {
         all[((all.len() as f64 * p) as usize).min(all.len() - 1)]
     };
     println!(
-        "{{\"requests\":{},\"errors\":{},\"rps\":{:.1},\"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\"max_us\":{}}}",
+        "{{\"requests\":{},\"errors\":{},\"rps\":{:.1},\"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{}}}",
         all.len(),
         errors,
         all.len() as f64 / secs.max(1) as f64,
         pct(0.50),
         pct(0.90),
         pct(0.99),
+        pct(0.999),
         all.last().copied().unwrap_or(0)
     );
     0
