@@ -45,12 +45,7 @@ pub(crate) fn spawn(path: PathBuf, shared: Arc<Shared>) -> Reloader {
                 Ok(generation) => tracing::info!(generation, "config reloaded"),
                 Err(e) => {
                     for d in &e.errors {
-                        tracing::error!(
-                            file = %d.path.display(),
-                            line = d.line,
-                            column = d.column,
-                            "{d}"
-                        );
+                        d.log(tracing::Level::ERROR);
                     }
                     tracing::error!(
                         errors = e.errors.len(),
@@ -67,7 +62,7 @@ pub(crate) fn spawn(path: PathBuf, shared: Arc<Shared>) -> Reloader {
 async fn reload(path: &std::path::Path, shared: &Shared) -> Outcome {
     let loaded = config::load(path)?;
     for w in &loaded.warnings {
-        tracing::warn!("{w}");
+        w.log(tracing::Level::WARN);
     }
     let old = shared.live.load_full();
     if loaded.config.listen != old.config.listen || loaded.config.workers != old.config.workers {

@@ -106,43 +106,33 @@ fn load_or_report(path: &Path, report: Report) -> Option<config::Config> {
     match config::load(path) {
         Ok(loaded) => {
             for w in &loaded.warnings {
-                match report {
-                    Report::Plain => eprintln!(
-                        "{}:{}:{}: warning: {}",
-                        w.path.display(),
-                        w.line,
-                        w.column,
-                        w.message
-                    ),
-                    Report::Log => tracing::warn!(
-                        file = %w.path.display(),
-                        line = w.line,
-                        column = w.column,
-                        "{w}"
-                    ),
-                }
+                report.finding(w, tracing::Level::WARN);
             }
             Some(loaded.config)
         }
         Err(e) => {
             for d in &e.errors {
-                match report {
-                    Report::Plain => eprintln!(
-                        "{}:{}:{}: error: {}",
-                        d.path.display(),
-                        d.line,
-                        d.column,
-                        d.message
-                    ),
-                    Report::Log => tracing::error!(
-                        file = %d.path.display(),
-                        line = d.line,
-                        column = d.column,
-                        "{d}"
-                    ),
-                }
+                report.finding(d, tracing::Level::ERROR);
             }
             None
+        }
+    }
+}
+
+impl Report {
+    /// Reports one finding of a config file at `level` (a warning or an error).
+    fn finding(self, d: &config::Diagnostic, level: tracing::Level) {
+        match self {
+            Report::Plain => {
+                let word = if level == tracing::Level::ERROR {
+                    "error"
+                } else {
+                    "warning"
+                };
+                let (file, line, column) = (d.path.display(), d.line, d.column);
+                eprintln!("{file}:{line}:{column}: {word}: {}", d.message);
+            }
+            Report::Log => d.log(level),
         }
     }
 }

@@ -42,6 +42,19 @@ impl Diagnostic {
     }
 }
 
+impl Diagnostic {
+    /// Logs this finding as an event of its own at `level` (an error, or else a
+    /// warning), with file, line and column as fields: in a JSON log, one JSON line.
+    pub fn log(&self, level: tracing::Level) {
+        let (file, line, column) = (self.path.display(), self.line, self.column);
+        if level == tracing::Level::ERROR {
+            tracing::error!(%file, line, column, "{self}");
+        } else {
+            tracing::warn!(%file, line, column, "{self}");
+        }
+    }
+}
+
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
