@@ -165,23 +165,27 @@ mod tests {
 
     use super::*;
     use crate::config::Eject;
-    use crate::health::{Event, Machine, Registry};
+    use crate::health::{Event, Machine, Registry, Settings};
 
     #[test]
     fn capacity_follows_the_members_states() {
         let registry = Registry::new();
         let now = Instant::now();
-        let eject = Eject {
-            consecutive_failures: 1,
-            base: Duration::from_secs(10),
-            max: Duration::from_secs(10),
-            max_percent: 100,
+        let settings = Settings {
+            probe: None,
+            slow_start: None,
+            eject: Eject {
+                consecutive_failures: 1,
+                base: Duration::from_secs(10),
+                max: Duration::from_secs(10),
+                max_percent: 100,
+            },
         };
         let members: Vec<Member> = ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]
             .iter()
             .map(|addr| {
                 let addr = addr.parse().expect("addr");
-                let machine = || Machine::new(false, 1, 1, None, eject.clone(), true, now);
+                let machine = || Machine::new(settings.clone(), true, now);
                 let (backend, _) = registry.get_or_insert("p", addr, None, machine);
                 Member { backend, weight: 1 }
             })

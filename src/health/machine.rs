@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::config::{Eject, SlowStart};
+use super::Settings;
 
 /// Where a backend stands. The names are the ones `/status` shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,11 +37,7 @@ pub enum Event {
 #[derive(Debug, Clone)]
 pub struct Machine {
     state: State,
-    has_probe: bool,
-    healthy: u32,
-    unhealthy: u32,
-    slow_start: Option<SlowStart>,
-    eject: Eject,
+    settings: Settings,
     passes: u32,
     fails: u32,
     request_failures: u32,
@@ -77,28 +73,18 @@ impl State {
 }
 
 impl Machine {
-    /// A backend of a pool. `at_start` marks backends present when cutover starts: if
-    /// their first probe passes they are taken as warm and skip slow start.
-    pub fn new(
-        has_probe: bool,
-        healthy: u32,
-        unhealthy: u32,
-        slow_start: Option<SlowStart>,
-        eject: Eject,
-        at_start: bool,
-        now: Instant,
-    ) -> Self {
+    /// A backend of a pool run on `settings`. `at_start` marks backends present when
+    /// cutover starts: if their first probe passes they are taken as warm and skip slow
+    /// start.
+    pub fn new(settings: Settings, at_start: bool, now: Instant) -> Self {
+        let has_probe = settings.has_probe();
         Machine {
             state: if has_probe {
                 State::Warming
             } else {
                 State::Ready
             },
-            has_probe,
-            healthy: healthy.max(1),
-            unhealthy: unhealthy.max(1),
-            slow_start,
-            eject,
+            settings,
             passes: 0,
             fails: 0,
             request_failures: 0,
@@ -123,7 +109,7 @@ impl Machine {
         if let Some(p) = self.app_percent {
             return f64::from(p.min(100)) / 100.0;
         }
-        match (&self.slow_start, self.ready_since) {
+        match (&self.settings.slow_start, self.ready_since) {
             (Some(s), Some(since)) if !self.warm => {
                 let t = now.saturating_duration_since(since).as_secs_f64();
                 let x = (t / s.window.as_secs_f64()).min(1.0);
@@ -159,7 +145,7 @@ impl Machine {
                 let first = std::mem::take(&mut self.first_probe_pending);
                 match self.state {
                     State::Warming if first && self.warm => self.become_ready(now, true),
-                    State::Warming | State::Down if self.passes >= self.healthy => {
+                    State::Warming | State::Down if self.passes >= self.settings.healthy() => {
                         self.become_ready(now, false)
                     }
                     State::Ejected if self.ejected_until.is_none() => self.become_ready(now, false),
@@ -170,22 +156,19 @@ impl Machine {
                 self.first_probe_pending = false;
                 self.passes = 0;
                 self.fails = self.fails.saturating_add(1);
-                if self.state == State::Ready && self.fails >= self.unhealthy {
+                if self.state == State::Ready && self.fails >= self.settings.unhealthy() {
                     self.state = State::Down;
                 }
             }
             Event::RequestFailed { may_eject } => {
                 self.request_failures = self.request_failures.saturating_add(1);
+                let eject = &self.settings.eject;
                 if self.state == State::Ready
                     && may_eject
-                    && self.request_failures >= self.eject.consecutive_failures
+                    && self.request_failures >= eject.consecutive_failures
                 {
                     let exp = self.times_ejected.min(20);
-                    let spell = self
-                        .eject
-                        .base
-                        .saturating_mul(1u32 << exp)
-                        .min(self.eject.max);
+                    let spell = eject.base.saturating_mul(1u32 << exp).min(eject.max);
                     self.times_ejected = self.times_ejected.saturating_add(1);
                     self.ejected_until = Some(now + spell);
                     self.request_failures = 0;
@@ -204,7 +187,7 @@ impl Machine {
         match self.ejected_until {
             Some(until) if self.state == State::Ejected && now >= until => {
                 self.ejected_until = None;
-                if !self.has_probe {
+                if !self.settings.has_probe() {
                     self.become_ready(now, false);
                     return Some(State::Ready);
                 }
@@ -212,6 +195,30 @@ impl Machine {
             }
             _ => None,
         }
+    }
+
+    /// Runs on `settings` from now on, keeping the state and the progress made: the
+    /// counts of passes and failures, slow start's clock, a running ejection and how
+    /// often the backend was ejected. New thresholds apply from the next event.
+    ///
+    /// Settings without a probe readmit a backend that was waiting for one (warming,
+    /// down, or ejected with its time up), since no probe would ever move it again; it
+    /// slow-starts, as any readmitted backend does. Returns the new state when it changed.
+    pub fn set_settings(&mut self, settings: Settings, now: Instant) -> Option<State> {
+        let before = self.state;
+        self.settings = settings;
+        if !self.settings.has_probe() {
+            self.first_probe_pending = false;
+            let waiting = match self.state {
+                State::Warming | State::Down => true,
+                State::Ejected => self.ejected_until.is_none(),
+                State::Ready => false,
+            };
+            if waiting {
+                self.become_ready(now, false);
+            }
+        }
+        (self.state != before).then_some(self.state)
     }
 
     fn become_ready(&mut self, now: Instant, warm: bool) {
@@ -229,115 +236,4 @@ impl Machine {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn eject() -> Eject {
-        Eject {
-            consecutive_failures: 2,
-            base: Duration::from_secs(10),
-            max: Duration::from_secs(25),
-            max_percent: 50,
-        }
-    }
-
-    const PASS: Event = Event::ProbePassed {
-        warmup_percent: None,
-    };
-
-    #[test]
-    fn warming_needs_healthy_passes_then_slow_starts() {
-        let t0 = Instant::now();
-        let ss = SlowStart {
-            window: Duration::from_secs(100),
-            aggression: 1.0,
-            min_percent: 10,
-        };
-        let mut m = Machine::new(true, 2, 3, Some(ss), eject(), false, t0);
-        assert_eq!(m.state(), State::Warming);
-        assert_eq!(m.factor(t0), 0.0);
-        assert_eq!(m.observe(PASS, t0), None);
-        assert_eq!(m.observe(PASS, t0), Some(State::Ready));
-        assert_eq!(m.factor(t0), 0.1, "min_percent floor");
-        let half = m.factor(t0 + Duration::from_secs(50));
-        assert!((half - 0.5).abs() < 1e-9, "{half}");
-        assert_eq!(m.factor(t0 + Duration::from_secs(200)), 1.0);
-    }
-
-    #[test]
-    fn present_at_start_and_passing_first_probe_is_warm() {
-        let t0 = Instant::now();
-        let ss = SlowStart {
-            window: Duration::from_secs(100),
-            aggression: 1.0,
-            min_percent: 10,
-        };
-        let mut m = Machine::new(true, 2, 3, Some(ss), eject(), true, t0);
-        assert_eq!(m.observe(PASS, t0), Some(State::Ready));
-        assert_eq!(m.factor(t0), 1.0);
-    }
-
-    #[test]
-    fn down_after_unhealthy_fails_and_back() {
-        let t0 = Instant::now();
-        let mut m = Machine::new(true, 1, 2, None, eject(), false, t0);
-        m.observe(PASS, t0);
-        assert_eq!(m.observe(Event::ProbeFailed, t0), None);
-        assert_eq!(m.observe(Event::ProbeFailed, t0), Some(State::Down));
-        assert_eq!(m.factor(t0), 0.0);
-        assert_eq!(m.observe(PASS, t0), Some(State::Ready));
-    }
-
-    #[test]
-    fn application_reported_warmup_sets_factor() {
-        let t0 = Instant::now();
-        let mut m = Machine::new(true, 1, 2, None, eject(), false, t0);
-        m.observe(
-            Event::ProbePassed {
-                warmup_percent: Some(30),
-            },
-            t0,
-        );
-        assert_eq!(m.factor(t0), 0.3);
-        m.observe(PASS, t0);
-        assert_eq!(m.factor(t0), 1.0);
-    }
-
-    #[test]
-    fn ejection_doubles_and_caps() {
-        let t0 = Instant::now();
-        let mut m = Machine::new(false, 1, 1, None, eject(), true, t0);
-        let fail = Event::RequestFailed { may_eject: true };
-        m.observe(fail, t0);
-        assert_eq!(m.observe(fail, t0), Some(State::Ejected));
-        assert_eq!(m.ejected_for(t0), Some(Duration::from_secs(10)));
-        assert_eq!(
-            m.expire_ejection(t0 + Duration::from_secs(10)),
-            Some(State::Ready)
-        );
-        let t1 = t0 + Duration::from_secs(10);
-        m.observe(fail, t1);
-        m.observe(fail, t1);
-        assert_eq!(m.ejected_for(t1), Some(Duration::from_secs(20)));
-        m.expire_ejection(t1 + Duration::from_secs(20));
-        let t2 = t1 + Duration::from_secs(20);
-        m.observe(fail, t2);
-        m.observe(fail, t2);
-        assert_eq!(
-            m.ejected_for(t2),
-            Some(Duration::from_secs(25)),
-            "capped at max"
-        );
-    }
-
-    #[test]
-    fn ejection_respects_pool_budget() {
-        let t0 = Instant::now();
-        let mut m = Machine::new(false, 1, 1, None, eject(), true, t0);
-        let fail = Event::RequestFailed { may_eject: false };
-        for _ in 0..10 {
-            assert_eq!(m.observe(fail, t0), None);
-        }
-        assert_eq!(m.state(), State::Ready);
-    }
-}
+mod tests;

@@ -7,6 +7,7 @@
 
 pub mod machine;
 mod probe;
+mod settings;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -16,6 +17,7 @@ use std::time::Instant;
 
 pub use machine::{Event, Machine, State};
 pub use probe::spawn_probes;
+pub use settings::{ProbeCounts, Settings};
 
 use crate::upstream::ConnPool;
 

@@ -13,7 +13,7 @@ use rand::Rng;
 
 use crate::balance::{self, BackendSet, Member};
 use crate::config::{Config, KeySource, PoolConfig, RouteConfig, Target};
-use crate::health::{self, Machine, Registry};
+use crate::health::{self, Machine, Registry, Settings};
 pub use table::RouteTable;
 
 /// One generation of the live configuration.
@@ -93,7 +93,7 @@ impl Snapshot {
             let mut members = Vec::new();
             for b in &pc.backends {
                 for (addr, host) in resolve(&b.target).await {
-                    let make = || machine_for(pc, at_start, now);
+                    let make = || Machine::new(Settings::of(pc), at_start, now);
                     let (backend, created) = registry.get_or_insert(&pc.name, addr, host, make);
                     if created {
                         health::spawn_probes(&backend, pc.warmup.clone());
@@ -155,22 +155,6 @@ impl Snapshot {
     pub fn route(&self, host: Option<&str>, path: &str) -> Option<&Route> {
         self.table.find(host, path).and_then(|i| self.routes.get(i))
     }
-}
-
-fn machine_for(pc: &PoolConfig, at_start: bool, now: Instant) -> Machine {
-    let (healthy, unhealthy) = pc
-        .warmup
-        .as_ref()
-        .map_or((1, 1), |w| (w.healthy, w.unhealthy));
-    Machine::new(
-        pc.warmup.is_some(),
-        healthy,
-        unhealthy,
-        pc.slow_start.clone(),
-        pc.eject.clone(),
-        at_start,
-        now,
-    )
 }
 
 /// Addresses for a backend target; a name resolves through the system resolver.
