@@ -38,7 +38,9 @@ pub struct Backend {
     /// `f64` bits of the warm-up/slow-start factor in [0, 1]; 0 unless routable.
     factor: AtomicU64,
     /// The transition logic; only probe tasks and failure reports lock it, never a pick.
-    pub machine: Mutex<Machine>,
+    /// Private so that every change goes through `Backend::update`, which publishes
+    /// it: a pick reads only `state` and `factor`.
+    machine: Mutex<Machine>,
     /// Failures on real traffic since the last success; lets a success skip the lock
     /// when there is nothing to reset.
     recent_failures: AtomicU32,
@@ -72,15 +74,7 @@ impl Backend {
 
     /// Feeds an observation to the state machine and publishes the result.
     pub fn observe(&self, event: Event, now: Instant) -> Option<State> {
-        let (transition, state, factor) = {
-            let Ok(mut m) = self.machine.lock() else {
-                return None;
-            };
-            let t = m.observe(event, now);
-            (t, m.state(), m.factor(now))
-        };
-        self.publish(state, factor);
-        transition
+        self.update(now, |m| m.observe(event, now)).flatten()
     }
 
     /// A request to this backend got a response head.
@@ -102,11 +96,25 @@ impl Backend {
 
     /// Recomputes the slow-start factor for `now`; probes call this on every tick.
     pub fn tick(&self, now: Instant) {
-        let (state, factor) = {
-            let Ok(m) = self.machine.lock() else { return };
-            (m.state(), m.factor(now))
+        self.update(now, |_| ());
+    }
+
+    /// Ends an ejection whose time is up (see [`Machine::expire_ejection`]) and
+    /// publishes the result; returns the new state when it changed.
+    pub fn expire_ejection(&self, now: Instant) -> Option<State> {
+        self.update(now, |m| m.expire_ejection(now)).flatten()
+    }
+
+    /// Runs `f` on the machine, then publishes the state and factor it leaves at `now`.
+    /// `None` when the lock is poisoned: the backend then keeps what it last published.
+    fn update<R>(&self, now: Instant, f: impl FnOnce(&mut Machine) -> R) -> Option<R> {
+        let (out, state, factor) = {
+            let mut m = self.machine.lock().ok()?;
+            let out = f(&mut m);
+            (out, m.state(), m.factor(now))
         };
         self.publish(state, factor);
+        Some(out)
     }
 
     fn publish(&self, state: State, factor: f64) {
@@ -178,5 +186,49 @@ impl Registry {
         map.insert(key, Arc::downgrade(&b));
         epoch.fetch_add(1, Ordering::AcqRel);
         (b, true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::Eject;
+
+    #[test]
+    fn an_expired_ejection_is_published() {
+        let registry = Registry::new();
+        let t0 = Instant::now();
+        let settings = Settings {
+            probe: None,
+            slow_start: None,
+            eject: Eject {
+                consecutive_failures: 1,
+                base: Duration::from_secs(10),
+                max: Duration::from_secs(10),
+                max_percent: 100,
+            },
+        };
+        let addr = SocketAddr::from(([127, 0, 0, 1], 1));
+        let machine = || Machine::new(settings, true, t0);
+        let (b, _) = registry.get_or_insert("p", addr, None, machine);
+        let epoch = registry.pool_epoch("p");
+        let failed = Event::RequestFailed { may_eject: true };
+        assert_eq!(b.observe(failed, t0), Some(State::Ejected));
+        assert_eq!((b.state(), b.factor()), (State::Ejected, 0.0));
+
+        let before = epoch.load(Ordering::Acquire);
+        assert_eq!(b.expire_ejection(t0 + Duration::from_secs(9)), None);
+        assert_eq!(b.state(), State::Ejected, "time not up");
+        assert_eq!(
+            b.expire_ejection(t0 + Duration::from_secs(10)),
+            Some(State::Ready)
+        );
+        assert_eq!((b.state(), b.factor()), (State::Ready, 1.0));
+        assert!(
+            epoch.load(Ordering::Acquire) > before,
+            "pickers must rebuild"
+        );
     }
 }

@@ -39,10 +39,8 @@ async fn run(backend: Weak<Backend>, warmup: Option<Warmup>) {
                 }
             }
             let t = Instant::now().into_std();
-            if let Ok(mut m) = b.machine.lock() {
-                if let Some(state) = m.expire_ejection(t) {
-                    tracing::info!(pool = %b.pool, backend = %b.addr, state = state.as_str(), "ejection ended");
-                }
+            if let Some(state) = b.expire_ejection(t) {
+                tracing::info!(pool = %b.pool, backend = %b.addr, state = state.as_str(), "ejection ended");
             }
             b.tick(t);
         }
