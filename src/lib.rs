@@ -56,17 +56,20 @@
 
 #![forbid(unsafe_code)]
 
-pub mod admin;
+// The library's surface is what `main.rs`, `tests/` and `bench/` use: start-up, the
+// config, the routing snapshot and its picks, health, metrics and reload. The rest is
+// the proxy's insides.
+mod admin;
 pub mod app;
 pub mod balance;
 pub mod cli;
 pub mod config;
 pub mod health;
-pub mod http1;
+mod http1;
 pub mod metrics;
-pub mod proxy;
+mod proxy;
 pub mod reload;
 pub mod routing;
-pub mod server;
-pub mod upstream;
-pub mod worker;
+mod server;
+mod upstream;
+mod worker;

@@ -18,13 +18,13 @@ type Outcome = Result<u64, ConfigError>;
 
 /// Asks the reload task for reloads. Cheap to clone.
 #[derive(Debug, Clone)]
-pub struct Reloader {
+pub(crate) struct Reloader {
     tx: mpsc::Sender<oneshot::Sender<Outcome>>,
 }
 
 impl Reloader {
     /// Reloads the config file and waits for the outcome.
-    pub async fn reload(&self) -> Outcome {
+    pub(crate) async fn reload(&self) -> Outcome {
         let (tx, rx) = oneshot::channel();
         let gone = || ConfigError::other("the reload task has stopped");
         self.tx.send(tx).await.map_err(|_| gone())?;
@@ -76,7 +76,7 @@ async fn reload(path: &std::path::Path, shared: &Shared) -> Outcome {
 
 /// Asks for a reload on every SIGHUP until the task is dropped.
 #[cfg(unix)]
-pub async fn on_sighup(reloader: Reloader) {
+pub(crate) async fn on_sighup(reloader: Reloader) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         tracing::error!("cannot listen for SIGHUP");

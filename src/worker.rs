@@ -15,30 +15,30 @@ thread_local! {
 }
 
 /// Sets the number of worker threads.
-pub fn set_count(workers: usize) {
+pub(crate) fn set_count(workers: usize) {
     WORKERS.store(workers.max(1), Ordering::Relaxed);
 }
 
 /// The number of worker threads: how many slots per-worker state gets.
-pub fn count() -> usize {
+pub(crate) fn count() -> usize {
     WORKERS.load(Ordering::Relaxed)
 }
 
 /// Marks the calling thread as worker `index`.
-pub fn set_current(index: usize) {
+pub(crate) fn set_current(index: usize) {
     CURRENT.with(|c| c.set(index));
 }
 
 /// The slot of the calling thread among `slots`. Threads that are not workers (the
 /// admin side, tests) share slot 0; a thread of a server started with more workers
 /// than `slots` has wraps around.
-pub fn slot(slots: usize) -> usize {
+pub(crate) fn slot(slots: usize) -> usize {
     CURRENT.with(Cell::get) % slots.max(1)
 }
 
 /// A count each worker moves on its own cache line; reading it adds them up.
 #[derive(Debug)]
-pub struct Count {
+pub(crate) struct Count {
     slots: Box<[Slot]>,
 }
 
@@ -60,7 +60,7 @@ impl Count {
     }
 
     /// Adds one in the calling worker's slot; returns the slot, for [`Count::sub`].
-    pub fn add(&self) -> usize {
+    pub(crate) fn add(&self) -> usize {
         let slot = slot(self.slots.len());
         self.slots[slot].0.fetch_add(1, Ordering::Relaxed);
         slot
@@ -68,11 +68,11 @@ impl Count {
 
     /// Takes back one that [`Count::add`] put in `slot`, from whichever thread: a slot
     /// never goes below zero, so a sum read meanwhile never wraps.
-    pub fn sub(&self, slot: usize) {
+    pub(crate) fn sub(&self, slot: usize) {
         self.slots[slot].0.fetch_sub(1, Ordering::Relaxed);
     }
 
-    pub fn get(&self) -> usize {
+    pub(crate) fn get(&self) -> usize {
         self.slots
             .iter()
             .map(|s| s.0.load(Ordering::Acquire))

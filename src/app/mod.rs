@@ -95,7 +95,7 @@ impl Running {
     }
 
     /// The reload task's handle, for whatever else asks for reloads (SIGHUP).
-    pub fn reloader(&self) -> Reloader {
+    pub(crate) fn reloader(&self) -> Reloader {
         self.reloader.clone()
     }
 

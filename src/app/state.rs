@@ -16,16 +16,16 @@ use crate::routing::Snapshot;
 #[derive(Debug)]
 pub struct Shared {
     pub live: Arc<ArcSwap<Snapshot>>,
-    pub registry: Registry,
+    pub(crate) registry: Registry,
     /// True once a config is loaded and every listener is bound (`/readyz`); false
     /// again once shutdown starts.
     pub ready: AtomicBool,
     /// Requests inside the proxy service now, over all connections.
-    pub in_flight: crate::worker::Count,
+    pub(crate) in_flight: crate::worker::Count,
     /// Open client connections (parked ones included).
     pub connections: AtomicUsize,
     /// Woken when `connections` drops to zero, for draining.
-    pub drained: tokio::sync::Notify,
+    pub(crate) drained: tokio::sync::Notify,
 }
 
 impl Shared {

@@ -57,12 +57,12 @@ impl BackendSet {
         set
     }
 
-    pub fn members(&self) -> &[Member] {
+    pub(crate) fn members(&self) -> &[Member] {
         &self.members
     }
 
     /// Sum of effective weights over sum of configured weights, in [0, 1].
-    pub fn capacity(&self) -> f64 {
+    pub(crate) fn capacity(&self) -> f64 {
         let cached = self.capacity.load(Ordering::Acquire);
         if cached >> 32 == tag(self.epoch.load(Ordering::Acquire)) {
             return f64::from(f32::from_bits(cached as u32));
@@ -88,13 +88,13 @@ impl BackendSet {
     }
 
     /// Whether any member can take a request now.
-    pub fn has_ready(&self) -> bool {
+    pub(crate) fn has_ready(&self) -> bool {
         self.current().cumulative.last().is_some_and(|&t| t > 0.0)
     }
 
     /// Whether one more member may be ejected: at most `max(1, floor(n * pct / 100))`
     /// of the pool at once.
-    pub fn may_eject(&self, max_percent: u32) -> bool {
+    pub(crate) fn may_eject(&self, max_percent: u32) -> bool {
         let n = self.members.len();
         let budget = (n * max_percent as usize / 100).max(1);
         let ejected = self

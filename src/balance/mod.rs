@@ -3,13 +3,14 @@
 
 mod backends;
 
-pub use backends::{BackendSet, Member};
+pub use backends::BackendSet;
+pub(crate) use backends::Member;
 
 use xxhash_rust::xxh3::Xxh3;
 
 /// Index of a weighted random choice among `weights`, given `r` uniform in [0, 1).
 /// `None` when every weight is zero.
-pub fn weighted(weights: impl Iterator<Item = f64> + Clone, r: f64) -> Option<usize> {
+pub(crate) fn weighted(weights: impl Iterator<Item = f64> + Clone, r: f64) -> Option<usize> {
     let total: f64 = weights.clone().sum();
     if total <= 0.0 {
         return None;
@@ -54,7 +55,7 @@ pub fn rendezvous<'a>(
 }
 
 /// The stable hash of (key, pool name) that sticky picks are built on.
-pub fn key_hash(key: &[u8], name: &str) -> u64 {
+pub(crate) fn key_hash(key: &[u8], name: &str) -> u64 {
     let mut h = Xxh3::new();
     h.update(key);
     h.update(&[0xff]);

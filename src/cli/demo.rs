@@ -48,7 +48,7 @@ override = "header:x-cutover-pool"
 /// How long a demo k8s pod takes to warm up.
 const WARMUP: Duration = Duration::from_secs(6);
 
-pub fn run() -> ExitCode {
+pub(super) fn run() -> ExitCode {
     let dir = std::env::temp_dir().join(format!("cutover-demo-{}", std::process::id()));
     let path: PathBuf = dir.join("cutover.toml");
     if let Err(e) = std::fs::create_dir_all(&dir).and_then(|_| std::fs::write(&path, CONFIG)) {

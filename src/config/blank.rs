@@ -11,7 +11,7 @@ use toml::Spanned;
 #[derive(Debug)]
 pub(super) struct Removal {
     /// Byte ranges to overwrite with spaces.
-    pub ranges: Vec<Range<usize>>,
+    pub(crate) ranges: Vec<Range<usize>>,
     /// Keys that can vanish with the entry: its own, and those of the dotted-key tables
     /// around it, which disappear when it was their only content.
     pub keys: Vec<String>,

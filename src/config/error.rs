@@ -98,7 +98,7 @@ impl ConfigError {
         ConfigError { errors: unique }
     }
 
-    pub fn unreadable(path: &Path, err: &std::io::Error) -> Self {
+    pub(crate) fn unreadable(path: &Path, err: &std::io::Error) -> Self {
         ConfigError {
             errors: vec![Diagnostic {
                 path: path.to_path_buf(),

@@ -34,8 +34,6 @@ pub struct Config {
     pub pools: Vec<PoolConfig>,
     /// In file order; matching does not depend on it.
     pub routes: Vec<RouteConfig>,
-    /// Hash of the file's bytes, so a watcher can ignore events that changed nothing.
-    pub content_hash: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,7 +57,7 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// `None` is unlimited (the file's `"0"`).
     pub max_body_bytes: Option<u64>,
-    pub shutdown_grace: Duration,
+    pub(crate) shutdown_grace: Duration,
     pub retries: u32,
 }
 
@@ -67,7 +65,7 @@ pub struct Limits {
 pub struct PoolConfig {
     pub name: String,
     pub backends: Vec<BackendConfig>,
-    pub resolve_every: Duration,
+    pub(crate) resolve_every: Duration,
     pub warmup: Option<Warmup>,
     pub slow_start: Option<SlowStart>,
     pub eject: Eject,
@@ -93,13 +91,13 @@ pub struct Warmup {
     pub interval: Duration,
     pub timeout: Duration,
     pub healthy: u32,
-    pub unhealthy: u32,
+    pub(crate) unhealthy: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct SlowStart {
     pub window: Duration,
-    pub aggression: f64,
+    pub(crate) aggression: f64,
     pub min_percent: u32,
 }
 
@@ -108,7 +106,7 @@ pub struct Eject {
     pub consecutive_failures: u32,
     pub base: Duration,
     pub max: Duration,
-    pub max_percent: u32,
+    pub(crate) max_percent: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -121,9 +119,9 @@ pub struct RouteConfig {
     /// (pool name, weight), sorted by pool name.
     pub split: Vec<(String, u32)>,
     pub sticky: Option<KeySource>,
-    pub override_: Option<KeySource>,
+    pub(crate) override_: Option<KeySource>,
     pub fallback: bool,
-    pub ramp_up: Duration,
+    pub(crate) ramp_up: Duration,
 }
 
 /// A lower-cased host pattern from a route's `hosts`.
@@ -164,11 +162,6 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
 impl Config {
     pub fn pool(&self, name: &str) -> Option<&PoolConfig> {
         self.pools.iter().find(|p| p.name == name)
-    }
-
-    /// Resolves a path written in the file against the file's directory.
-    pub fn resolve_path(&self, p: &Path) -> PathBuf {
-        resolve_relative(&self.path, p)
     }
 }
 

@@ -12,7 +12,7 @@ use super::units::{ByteSize, HumanDuration};
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct RawConfig {
+pub(super) struct RawConfig {
     #[serde(default)]
     pub runtime: RawRuntime,
     #[serde(default)]
@@ -32,60 +32,60 @@ pub struct RawConfig {
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct RawRuntime {
+pub(super) struct RawRuntime {
     pub workers: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct RawListen {
+pub(super) struct RawListen {
     pub http: Option<Vec<Spanned<String>>>,
     pub https: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawTls {
-    pub certs: Spanned<Vec<Spanned<RawCert>>>,
+pub(super) struct RawTls {
+    pub(crate) certs: Spanned<Vec<Spanned<RawCert>>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawCert {
+pub(super) struct RawCert {
     pub cert: Spanned<String>,
     pub key: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct RawAdmin {
+pub(super) struct RawAdmin {
     pub listen: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct RawLimits {
+pub(super) struct RawLimits {
     pub connect_timeout: Option<Spanned<HumanDuration>>,
     pub response_timeout: Option<Spanned<HumanDuration>>,
     pub client_header_timeout: Option<Spanned<HumanDuration>>,
     pub idle_timeout: Option<Spanned<HumanDuration>>,
     pub max_header_bytes: Option<Spanned<ByteSize>>,
     pub max_body_bytes: Option<Spanned<ByteSize>>,
-    pub shutdown_grace: Option<Spanned<HumanDuration>>,
+    pub(crate) shutdown_grace: Option<Spanned<HumanDuration>>,
     pub retries: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct RawAccessLog {
-    pub enabled: Option<bool>,
+pub(super) struct RawAccessLog {
+    pub(crate) enabled: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawPool {
+pub(super) struct RawPool {
     pub backends: Spanned<Vec<Spanned<RawBackend>>>,
-    pub resolve_every: Option<Spanned<HumanDuration>>,
+    pub(crate) resolve_every: Option<Spanned<HumanDuration>>,
     pub warmup: Option<Spanned<RawWarmup>>,
     pub slow_start: Option<Spanned<RawSlowStart>>,
     pub eject: Option<Spanned<RawEject>>,
@@ -93,7 +93,7 @@ pub struct RawPool {
 
 /// `"10.0.1.11:8080"` or `{ addr = "10.0.1.12:8080", weight = 2 }`.
 #[derive(Debug)]
-pub struct RawBackend {
+pub(super) struct RawBackend {
     pub addr: String,
     pub weight: Option<u32>,
 }
@@ -107,19 +107,19 @@ struct RawBackendTable {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawWarmup {
+pub(super) struct RawWarmup {
     pub path: Spanned<String>,
     pub interval: Option<Spanned<HumanDuration>>,
     pub timeout: Option<Spanned<HumanDuration>>,
     pub healthy: Option<Spanned<u32>>,
-    pub unhealthy: Option<Spanned<u32>>,
+    pub(crate) unhealthy: Option<Spanned<u32>>,
 }
 
 /// `"60s"` (the window) or `{ window = "60s", aggression = 1.0, min_percent = 10 }`.
 #[derive(Debug, Default)]
-pub struct RawSlowStart {
+pub(super) struct RawSlowStart {
     pub window: Option<HumanDuration>,
-    pub aggression: Option<f64>,
+    pub(crate) aggression: Option<f64>,
     pub min_percent: Option<u32>,
 }
 
@@ -133,25 +133,25 @@ struct RawSlowStartTable {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawEject {
+pub(super) struct RawEject {
     pub consecutive_failures: Option<u32>,
     pub base: Option<HumanDuration>,
     pub max: Option<HumanDuration>,
-    pub max_percent: Option<u32>,
+    pub(crate) max_percent: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawRoute {
+pub(super) struct RawRoute {
     pub name: Spanned<String>,
     pub hosts: Option<Vec<Spanned<String>>>,
     pub path_prefix: Option<Spanned<String>>,
     pub split: Spanned<BTreeMap<String, Spanned<u32>>>,
     pub sticky: Option<Spanned<String>>,
     #[serde(rename = "override")]
-    pub override_: Option<Spanned<String>>,
+    pub(crate) override_: Option<Spanned<String>>,
     pub fallback: Option<bool>,
-    pub ramp_up: Option<Spanned<HumanDuration>>,
+    pub(crate) ramp_up: Option<Spanned<HumanDuration>>,
 }
 
 // === impl RawBackend ===

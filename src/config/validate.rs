@@ -38,7 +38,7 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
         errors: Vec::new(),
         warnings: Vec::new(),
     };
-    let config = c.config(raw, text);
+    let config = c.config(raw);
     errors.append(&mut c.errors);
     if errors.is_empty() {
         Ok(Loaded {
@@ -61,7 +61,7 @@ impl Checker<'_> {
         self.warnings.push(d);
     }
 
-    fn config(&mut self, raw: RawConfig, text: &str) -> Config {
+    fn config(&mut self, raw: RawConfig) -> Config {
         let listen = self.listen(&raw.listen);
         let tls = match &raw.tls {
             Some(t) => self.tls(t),
@@ -130,7 +130,6 @@ impl Checker<'_> {
             access_log: raw.access_log.enabled.unwrap_or(true),
             pools,
             routes,
-            content_hash: xxhash_rust::xxh3::xxh3_64(text.as_bytes()),
         }
     }
 

@@ -1,14 +1,14 @@
 //! The backend state machine, free of I/O: events and the clock in, state and
 //! factor out.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::Settings;
 
 /// Where a backend stands. The names are the ones `/status` shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
-pub enum State {
+pub(crate) enum State {
     Warming = 0,
     Ready = 1,
     Down = 2,
@@ -17,7 +17,7 @@ pub enum State {
 
 /// Something a probe or the proxy saw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Event {
+pub(crate) enum Event {
     /// A 2xx within the probe timeout, with the application's own warm-up percent if it
     /// sent `x-cutover-warmup`.
     ProbePassed {
@@ -35,7 +35,7 @@ pub enum Event {
 /// Per-backend health logic. Owned by [`super::Backend`] behind a mutex that only
 /// probes and failure reports take.
 #[derive(Debug, Clone)]
-pub struct Machine {
+pub(crate) struct Machine {
     state: State,
     settings: Settings,
     passes: u32,
@@ -53,7 +53,7 @@ pub struct Machine {
 }
 
 impl State {
-    pub fn from_u8(v: u8) -> State {
+    pub(crate) fn from_u8(v: u8) -> State {
         match v {
             1 => State::Ready,
             2 => State::Down,
@@ -62,7 +62,7 @@ impl State {
         }
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             State::Warming => "warming",
             State::Ready => "ready",
@@ -76,7 +76,7 @@ impl Machine {
     /// A backend of a pool run on `settings`. `at_start` marks backends present when
     /// cutover starts: if their first probe passes they are taken as warm and skip slow
     /// start.
-    pub fn new(settings: Settings, at_start: bool, now: Instant) -> Self {
+    pub(crate) fn new(settings: Settings, at_start: bool, now: Instant) -> Self {
         let has_probe = settings.has_probe();
         Machine {
             state: if has_probe {
@@ -97,12 +97,12 @@ impl Machine {
         }
     }
 
-    pub fn state(&self) -> State {
+    pub(crate) fn state(&self) -> State {
         self.state
     }
 
     /// The share of its configured weight the backend gets at `now`, in [0, 1].
-    pub fn factor(&self, now: Instant) -> f64 {
+    pub(crate) fn factor(&self, now: Instant) -> f64 {
         if self.state != State::Ready {
             return 0.0;
         }
@@ -123,18 +123,8 @@ impl Machine {
         }
     }
 
-    /// Whether the factor or state can change with time alone (slow start running, or an
-    /// ejection to end), so the owner knows to keep ticking.
-    pub fn needs_tick(&self, now: Instant) -> bool {
-        match self.state {
-            State::Ejected => true,
-            State::Ready => self.factor(now) < 1.0 && self.app_percent.is_none(),
-            _ => false,
-        }
-    }
-
     /// Applies one event; returns the new state when it changed.
-    pub fn observe(&mut self, event: Event, now: Instant) -> Option<State> {
+    pub(crate) fn observe(&mut self, event: Event, now: Instant) -> Option<State> {
         let before = self.state;
         self.expire_ejection(now);
         match event {
@@ -183,7 +173,7 @@ impl Machine {
 
     /// Ends an ejection whose time is up: straight back to ready without a probe,
     /// otherwise the next passing probe readmits it.
-    pub fn expire_ejection(&mut self, now: Instant) -> Option<State> {
+    pub(crate) fn expire_ejection(&mut self, now: Instant) -> Option<State> {
         match self.ejected_until {
             Some(until) if self.state == State::Ejected && now >= until => {
                 self.ejected_until = None;
@@ -204,7 +194,10 @@ impl Machine {
     /// Settings without a probe readmit a backend that was waiting for one (warming,
     /// down, or ejected with its time up), since no probe would ever move it again; it
     /// slow-starts, as any readmitted backend does. Returns the new state when it changed.
-    pub fn set_settings(&mut self, settings: Settings, now: Instant) -> Option<State> {
+    // A reload that changes a pool's warm-up, slow start or ejection settings will
+    // apply them to the backends that stay (the live-config issue); tested here now.
+    #[allow(dead_code)]
+    pub(crate) fn set_settings(&mut self, settings: Settings, now: Instant) -> Option<State> {
         let before = self.state;
         self.settings = settings;
         if !self.settings.has_probe() {
@@ -230,7 +223,8 @@ impl Machine {
     }
 
     /// How long until the current ejection ends, if one is running.
-    pub fn ejected_for(&self, now: Instant) -> Option<Duration> {
+    #[cfg(test)]
+    pub(crate) fn ejected_for(&self, now: Instant) -> Option<std::time::Duration> {
         self.ejected_until.map(|u| u.saturating_duration_since(now))
     }
 }

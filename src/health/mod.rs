@@ -5,7 +5,7 @@
 //! The state machine itself is a plain type ([`machine::Machine`]) fed with events and
 //! the clock; probes and the proxy only report what they saw.
 
-pub mod machine;
+mod machine;
 mod probe;
 mod settings;
 
@@ -15,9 +15,9 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
-pub use machine::{Event, Machine, State};
-pub use probe::spawn_probes;
-pub use settings::{ProbeCounts, Settings};
+pub(crate) use machine::{Event, Machine, State};
+pub(crate) use probe::spawn_probes;
+pub(crate) use settings::Settings;
 
 use crate::upstream::ConnPool;
 
@@ -63,22 +63,22 @@ pub struct Registry {
 // === impl Backend ===
 
 impl Backend {
-    pub fn state(&self) -> State {
+    pub(crate) fn state(&self) -> State {
         State::from_u8(self.state.load(Ordering::Acquire))
     }
 
     /// 0 while warming, down or ejected; the slow-start factor while ready.
-    pub fn factor(&self) -> f64 {
+    pub(crate) fn factor(&self) -> f64 {
         f64::from_bits(self.factor.load(Ordering::Acquire))
     }
 
     /// Feeds an observation to the state machine and publishes the result.
-    pub fn observe(&self, event: Event, now: Instant) -> Option<State> {
+    pub(crate) fn observe(&self, event: Event, now: Instant) -> Option<State> {
         self.update(now, |m| m.observe(event, now)).flatten()
     }
 
     /// A request to this backend got a response head.
-    pub fn report_success(&self) {
+    pub(crate) fn report_success(&self) {
         if self.recent_failures.load(Ordering::Relaxed) != 0 {
             self.recent_failures.store(0, Ordering::Relaxed);
             self.observe(Event::RequestSucceeded, Instant::now());
@@ -87,7 +87,7 @@ impl Backend {
 
     /// A connect error, reset or timeout on real traffic. `may_eject` is whether the
     /// pool's ejection budget has room.
-    pub fn report_failure(&self, may_eject: bool) {
+    pub(crate) fn report_failure(&self, may_eject: bool) {
         self.recent_failures.fetch_add(1, Ordering::Relaxed);
         if let Some(state) = self.observe(Event::RequestFailed { may_eject }, Instant::now()) {
             tracing::warn!(pool = %self.pool, backend = %self.addr, state = state.as_str(), "backend state changed");
@@ -95,13 +95,13 @@ impl Backend {
     }
 
     /// Recomputes the slow-start factor for `now`; probes call this on every tick.
-    pub fn tick(&self, now: Instant) {
+    pub(crate) fn tick(&self, now: Instant) {
         self.update(now, |_| ());
     }
 
     /// Ends an ejection whose time is up (see [`Machine::expire_ejection`]) and
     /// publishes the result; returns the new state when it changed.
-    pub fn expire_ejection(&self, now: Instant) -> Option<State> {
+    pub(crate) fn expire_ejection(&self, now: Instant) -> Option<State> {
         self.update(now, |m| m.expire_ejection(now)).flatten()
     }
 
@@ -134,7 +134,7 @@ impl Registry {
     }
 
     /// The generation counter of `pool` that its pickers compare their tables against.
-    pub fn pool_epoch(&self, pool: &str) -> Arc<AtomicU64> {
+    pub(crate) fn pool_epoch(&self, pool: &str) -> Arc<AtomicU64> {
         let mut epochs = match self.epochs.lock() {
             Ok(m) => m,
             Err(poisoned) => poisoned.into_inner(),
@@ -144,7 +144,7 @@ impl Registry {
 
     /// Returns the live backend for (pool, addr), or creates one in the state `machine`
     /// starts in; the flag says whether it was created (and so needs a health task).
-    pub fn get_or_insert(
+    pub(crate) fn get_or_insert(
         &self,
         pool: &str,
         addr: SocketAddr,

@@ -17,7 +17,7 @@ const TICK: Duration = Duration::from_millis(250);
 
 /// Starts the health task of a backend. It ends by itself once no snapshot holds the
 /// backend any more.
-pub fn spawn_probes(backend: &Arc<Backend>, warmup: Option<Warmup>) {
+pub(crate) fn spawn_probes(backend: &Arc<Backend>, warmup: Option<Warmup>) {
     let weak = Arc::downgrade(backend);
     tokio::spawn(run(weak, warmup));
 }

@@ -7,7 +7,7 @@ use crate::config::{Eject, PoolConfig, SlowStart};
 /// Built from the pool's config so that every backend of a pool, including one that
 /// outlives a reload, is judged by the same rules.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// The warm-up probe's thresholds; `None` when the pool has no probe, so its
     /// backends start ready and nothing but ejection takes them out.
     pub probe: Option<ProbeCounts>,
@@ -17,18 +17,18 @@ pub struct Settings {
 
 /// How many probe results in a row move a backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ProbeCounts {
+pub(crate) struct ProbeCounts {
     /// Passes that make a warming or down backend ready.
     pub healthy: u32,
     /// Failures that take a ready backend down.
-    pub unhealthy: u32,
+    pub(crate) unhealthy: u32,
 }
 
 // === impl Settings ===
 
 impl Settings {
     /// The settings of `pool`'s backends.
-    pub fn of(pool: &PoolConfig) -> Settings {
+    pub(crate) fn of(pool: &PoolConfig) -> Settings {
         Settings {
             probe: pool.warmup.as_ref().map(|w| ProbeCounts {
                 healthy: w.healthy,

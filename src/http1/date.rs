@@ -10,7 +10,7 @@ thread_local! {
 }
 
 /// Calls `f` with the current time as an HTTP date.
-pub fn with<R>(f: impl FnOnce(&[u8]) -> R) -> R {
+pub(crate) fn with<R>(f: impl FnOnce(&[u8]) -> R) -> R {
     let now = SystemTime::now();
     let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     NOW.with(|cell| {

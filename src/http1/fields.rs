@@ -9,14 +9,14 @@ use smallvec::SmallVec;
 
 /// Where one field's name and value lie in its head: offset and length of each. Heads
 /// longer than 64 KiB never get here, and 16 bits keep the inline list of spans small.
-pub type Span = [u16; 4];
+pub(crate) type Span = [u16; 4];
 
 /// The longest head whose fields [`span_of`] can record.
-pub const MAX_HEAD: usize = u16::MAX as usize;
+pub(crate) const MAX_HEAD: usize = u16::MAX as usize;
 
 /// Where `field`, parsed from `head`, lies in it. `head` must be at most [`MAX_HEAD`]
 /// bytes.
-pub fn span_of(head: &[u8], field: &httparse::Header<'_>) -> Span {
+pub(crate) fn span_of(head: &[u8], field: &httparse::Header<'_>) -> Span {
     let at = |p: *const u8| (p as usize - head.as_ptr() as usize) as u16;
     [
         at(field.name.as_ptr()),
@@ -33,7 +33,7 @@ pub fn span_of(head: &[u8], field: &httparse::Header<'_>) -> Span {
 /// comparison folds both sides byte by byte. Here one side is known lower case: where
 /// it holds a letter, setting bit 0x20 of the other side's byte folds exactly that
 /// letter's upper case onto it; any other byte must be equal.
-pub fn name_is(name: &[u8], lower: &[u8]) -> bool {
+pub(crate) fn name_is(name: &[u8], lower: &[u8]) -> bool {
     name.len() == lower.len()
         && name.iter().zip(lower).all(|(&n, &l)| {
             if l.is_ascii_lowercase() {
@@ -49,24 +49,24 @@ pub fn name_is(name: &[u8], lower: &[u8]) -> bool {
 /// are all that is needed: no name is looked up in a table, no value copied, no map
 /// built and torn down. Only hyper's side makes a `HeaderMap` of them.
 #[derive(Debug, Clone, Default)]
-pub struct Fields {
+pub(crate) struct Fields {
     head: Bytes,
     spans: Spans,
 }
 
 /// Spans of one head's fields: inline for as many as most heads carry, so that a head
 /// costs no allocation of its own.
-pub type Spans = SmallVec<[Span; 8]>;
+pub(crate) type Spans = SmallVec<[Span; 8]>;
 
 impl Fields {
     /// The fields at `spans` of `head` (as [`span_of`] recorded them).
-    pub fn new(head: Bytes, spans: Spans) -> Self {
+    pub(crate) fn new(head: Bytes, spans: Spans) -> Self {
         Fields { head, spans }
     }
 
     /// Fields made of name and value pairs (the proxy's own answers: a few short
     /// constants, far below [`MAX_HEAD`]).
-    pub fn from_pairs(pairs: &[(&str, &str)]) -> Self {
+    pub(crate) fn from_pairs(pairs: &[(&str, &str)]) -> Self {
         let mut head = BytesMut::new();
         let mut spans = Spans::new();
         for (name, value) in pairs {
@@ -80,45 +80,36 @@ impl Fields {
     }
 
     /// Each field's name and value, in order.
-    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
         self.spans.iter().map(|&span| self.field(span))
     }
 
-    /// Each field's name, and its line from the name to the end of the value as it
-    /// arrived (the separator included, the line end not): one copy writes it out.
-    pub fn lines(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
-        self.spans.iter().map(|&[ns, nl, vs, vl]| {
-            let [ns, nl, vs, vl] = [ns, nl, vs, vl].map(usize::from);
-            (&self.head[ns..ns + nl], &self.head[ns..vs + vl])
-        })
-    }
-
     /// The value of the field at `span`, one of these fields' own.
-    pub fn value_at(&self, span: Span) -> &[u8] {
+    pub(crate) fn value_at(&self, span: Span) -> &[u8] {
         field_at(&self.head, span).1
     }
 
     /// The first value of the field `name` (lower case, see [`name_is`]).
-    pub fn get(&self, name: &str) -> Option<&[u8]> {
+    pub(crate) fn get(&self, name: &str) -> Option<&[u8]> {
         self.iter()
             .find(|(n, _)| name_is(n, name.as_bytes()))
             .map(|(_, v)| v)
     }
 
     /// Every value of the field `name` (lower case, see [`name_is`]), in order.
-    pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+    pub(crate) fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
         self.iter()
             .filter(move |(n, _)| name_is(n, name.as_bytes()))
             .map(|(_, v)| v)
     }
 
     /// `part` (a value these fields gave out) as a share of the head, not a copy.
-    pub fn share(&self, part: &[u8]) -> Bytes {
+    pub(crate) fn share(&self, part: &[u8]) -> Bytes {
         self.head.slice_ref(part)
     }
 
     /// Keeps only the fields `keep` says yes to.
-    pub fn retain(&mut self, mut keep: impl FnMut(&[u8], &[u8]) -> bool) {
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&[u8], &[u8]) -> bool) {
         let head = &self.head;
         self.spans.retain(|&mut span| {
             let (name, value) = field_at(head, span);
@@ -127,7 +118,7 @@ impl Fields {
     }
 
     /// Bytes the fields take on the wire.
-    pub fn encoded_len(&self) -> usize {
+    pub(crate) fn encoded_len(&self) -> usize {
         self.spans
             .iter()
             .map(|&[_, nl, _, vl]| usize::from(nl) + usize::from(vl) + 4)
@@ -135,12 +126,8 @@ impl Fields {
     }
 
     /// How many fields there are.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.spans.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.spans.is_empty()
     }
 
     fn field(&self, span: Span) -> (&[u8], &[u8]) {
@@ -149,14 +136,14 @@ impl Fields {
 }
 
 /// The name and value at `span` of `head`.
-pub fn field_at(head: &[u8], [ns, nl, vs, vl]: Span) -> (&[u8], &[u8]) {
+pub(crate) fn field_at(head: &[u8], [ns, nl, vs, vl]: Span) -> (&[u8], &[u8]) {
     let [ns, nl, vs, vl] = [ns, nl, vs, vl].map(usize::from);
     (&head[ns..ns + nl], &head[vs..vs + vl])
 }
 
 /// A field value as text, when it is all visible ASCII (what `HeaderValue::to_str`
 /// accepts).
-pub fn visible_str(value: &[u8]) -> Option<&str> {
+pub(crate) fn visible_str(value: &[u8]) -> Option<&str> {
     value
         .iter()
         .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
@@ -165,14 +152,14 @@ pub fn visible_str(value: &[u8]) -> Option<&str> {
 }
 
 /// Whether a comma-separated field value lists `token` (case-insensitive).
-pub fn lists(value: &[u8], token: &[u8]) -> bool {
+pub(crate) fn lists(value: &[u8], token: &[u8]) -> bool {
     value
         .split(|&b| b == b',')
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
 /// A `Content-Length` value: digits only (surrounding blanks aside), within u64.
-pub fn content_length(value: &[u8]) -> Option<u64> {
+pub(crate) fn content_length(value: &[u8]) -> Option<u64> {
     let v = value.trim_ascii();
     if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
         return None;
@@ -182,7 +169,7 @@ pub fn content_length(value: &[u8]) -> Option<u64> {
 
 /// Whether a `Transfer-Encoding` value ends in chunked: only the last coding frames
 /// the message (RFC 9112 6.1).
-pub fn ends_in_chunked(value: &[u8]) -> bool {
+pub(crate) fn ends_in_chunked(value: &[u8]) -> bool {
     value
         .rsplit(|&b| b == b',')
         .next()
@@ -191,7 +178,7 @@ pub fn ends_in_chunked(value: &[u8]) -> bool {
 
 /// Whether an answer has no body whatever its fields declare (RFC 9112 6.3): one to a
 /// HEAD request, 1xx, 204 and 304.
-pub fn has_no_body(status: StatusCode, to_head: bool) -> bool {
+pub(crate) fn has_no_body(status: StatusCode, to_head: bool) -> bool {
     to_head
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -199,21 +186,15 @@ pub fn has_no_body(status: StatusCode, to_head: bool) -> bool {
 }
 
 /// Bytes `headers` take on the wire, so that a head can be written into one allocation.
-pub fn encoded_len(headers: &HeaderMap) -> usize {
+pub(crate) fn encoded_len(headers: &HeaderMap) -> usize {
     headers
         .iter()
         .map(|(n, v)| n.as_str().len() + v.len() + 4)
         .sum()
 }
 
-/// Appends one field line as it arrived (see [`Fields::lines`]).
-pub fn put_line(out: &mut BytesMut, line: &[u8]) {
-    out.extend_from_slice(line);
-    out.extend_from_slice(b"\r\n");
-}
-
 /// Appends one field line.
-pub fn put_field(out: &mut BytesMut, name: &[u8], value: &[u8]) {
+pub(crate) fn put_field(out: &mut BytesMut, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
@@ -221,7 +202,7 @@ pub fn put_field(out: &mut BytesMut, name: &[u8], value: &[u8]) {
 }
 
 /// `n` in decimal, in `buf`.
-pub fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+pub(crate) fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
     let mut i = buf.len();
     loop {
         i -= 1;
@@ -234,7 +215,7 @@ pub fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
 }
 
 /// Appends `data` to `out` as it goes on the wire: as is, or as one chunk.
-pub fn put_body(out: &mut BytesMut, data: &[u8], chunked: bool) {
+pub(crate) fn put_body(out: &mut BytesMut, data: &[u8], chunked: bool) {
     if data.is_empty() {
         return;
     }
@@ -248,7 +229,7 @@ pub fn put_body(out: &mut BytesMut, data: &[u8], chunked: bool) {
 }
 
 /// The size line that starts a chunk of `n` bytes.
-pub fn put_chunk_size(out: &mut BytesMut, n: usize) {
+pub(crate) fn put_chunk_size(out: &mut BytesMut, n: usize) {
     let mut digits = [0u8; 16];
     let mut i = digits.len();
     let mut n = n;

@@ -11,7 +11,7 @@ use super::{fields, hop};
 
 /// What went wrong in the client's bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FramingError {
+pub(crate) enum FramingError {
     /// Malformed or ambiguous: 400.
     BadRequest(&'static str),
     /// The head exceeds the configured limit: 431.
@@ -20,7 +20,7 @@ pub enum FramingError {
 
 /// Where the scanner stands in the byte stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scan {
+pub(crate) enum Scan {
     /// Expecting (the rest of) a request head.
     Head,
     /// Inside a body of known length: bytes left.
@@ -31,7 +31,7 @@ pub enum Scan {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Chunk {
+pub(crate) enum Chunk {
     /// Reading hex digits: (value so far, digits seen).
     Size(u64, u8),
     /// After the digits: optional whitespace, then `;ext` or CR.
@@ -51,13 +51,13 @@ pub enum Chunk {
 }
 
 /// What an HTTP/2 client with prior knowledge opens with.
-pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+pub(crate) const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Headers per request; hyper is configured with the same number.
-pub const MAX_HEADERS: usize = 128;
+pub(crate) const MAX_HEADERS: usize = 128;
 
 /// Result of one scanning step.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     /// `n` bytes are checked and may be handed on.
     Consumed(usize),
     /// Nothing can be decided until more bytes arrive.
@@ -69,7 +69,7 @@ pub enum Step {
 /// incomplete head (more must arrive) or, with an error, the bad part. `preface` says
 /// whether `buf` starts the connection: only there is the HTTP/2 preface a preface
 /// (anywhere else `PRI * HTTP/2.0` is a request line no HTTP/1 server takes).
-pub fn scan(
+pub(crate) fn scan(
     state: &mut Scan,
     buf: &[u8],
     max_head: usize,
@@ -171,7 +171,7 @@ fn head_step(
 
 /// How many bytes of empty lines (CRLF, or a bare LF) come before a request line: RFC
 /// 9112 2.2 lets a server skip them, and hyper does. A CR alone is no line end.
-pub fn empty_lines(buf: &[u8]) -> usize {
+pub(crate) fn empty_lines(buf: &[u8]) -> usize {
     let mut n = 0;
     loop {
         match &buf[n..] {
@@ -183,7 +183,7 @@ pub fn empty_lines(buf: &[u8]) -> usize {
 }
 
 /// Index just past the blank line that ends a head, if the buffer holds one.
-pub fn head_end(buf: &[u8]) -> Option<usize> {
+pub(crate) fn head_end(buf: &[u8]) -> Option<usize> {
     let mut i = 0;
     while let Some(off) = buf[i..].iter().position(|&b| b == b'\n') {
         let nl = i + off;
@@ -197,7 +197,7 @@ pub fn head_end(buf: &[u8]) -> Option<usize> {
     None
 }
 
-pub fn framing_of(req: &httparse::Request<'_, '_>) -> Result<Scan, FramingError> {
+pub(crate) fn framing_of(req: &httparse::Request<'_, '_>) -> Result<Scan, FramingError> {
     let mut content_length: Option<u64> = None;
     let mut transfer_encoding = false;
     let mut chunked_last = false;

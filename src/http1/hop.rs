@@ -6,7 +6,7 @@ use super::fields::{self, Fields};
 
 /// For a backend's fields, which arrive without the standard hop-by-hop fields
 /// already: takes out `Connection` and every field it names.
-pub fn strip_connection_named(fields: &mut Fields) {
+pub(crate) fn strip_connection_named(fields: &mut Fields) {
     let named: Vec<Vec<u8>> = connection_named(fields)
         .into_iter()
         .map(<[u8]>::to_vec)
@@ -18,7 +18,7 @@ pub fn strip_connection_named(fields: &mut Fields) {
 
 /// The field names a head's `Connection` fields list, beyond `close` and `keep-alive`
 /// (which name none): those fields are hop-by-hop too.
-pub fn connection_named(fields: &Fields) -> Vec<&[u8]> {
+pub(crate) fn connection_named(fields: &Fields) -> Vec<&[u8]> {
     fields
         .all("connection")
         .flat_map(tokens)
@@ -28,7 +28,7 @@ pub fn connection_named(fields: &Fields) -> Vec<&[u8]> {
 
 /// Whether a field is hop-by-hop by its name alone (any case): `Connection`,
 /// `Keep-Alive`, `Proxy-*`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`.
-pub fn is_hop_by_hop_name(name: &[u8]) -> bool {
+pub(crate) fn is_hop_by_hop_name(name: &[u8]) -> bool {
     // By length first: asked of every field of every head, most of them no hop.
     let hops: &[&[u8]] = match name.len() {
         2 => &[b"te"],
@@ -42,14 +42,14 @@ pub fn is_hop_by_hop_name(name: &[u8]) -> bool {
 }
 
 /// `close` and `keep-alive` name no extra header to remove.
-pub fn is_std_hop(v: &[u8]) -> bool {
+pub(crate) fn is_std_hop(v: &[u8]) -> bool {
     let v = v.trim_ascii();
     v.eq_ignore_ascii_case(b"close") || v.eq_ignore_ascii_case(b"keep-alive")
 }
 
 /// Whether a head's fields ask to switch protocols (WebSocket and friends): an `Upgrade`
 /// offering something other than h2c, and `Connection: upgrade`.
-pub fn wants_upgrade<'a, I>(fields: impl Fn() -> I) -> bool
+pub(crate) fn wants_upgrade<'a, I>(fields: impl Fn() -> I) -> bool
 where
     I: Iterator<Item = (&'a [u8], &'a [u8])>,
 {
@@ -65,17 +65,17 @@ where
 // checking bytes that still are. Both call these two.
 
 /// Whether one `Upgrade` field offers a protocol the proxy would tunnel (any but h2c).
-pub fn switches(upgrade: &[u8]) -> bool {
+pub(crate) fn switches(upgrade: &[u8]) -> bool {
     tokens(upgrade).any(|t| !t.eq_ignore_ascii_case(b"h2c"))
 }
 
 /// Whether one `Connection` field lists `upgrade`.
-pub fn connection_upgrade(connection: &[u8]) -> bool {
+pub(crate) fn connection_upgrade(connection: &[u8]) -> bool {
     tokens(connection).any(|t| t.eq_ignore_ascii_case(b"upgrade"))
 }
 
 /// The comma-separated tokens of a field value, blanks trimmed, empty ones skipped.
-pub fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+pub(crate) fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value
         .split(|&b| b == b',')
         .map(<[u8]>::trim_ascii)
@@ -84,13 +84,13 @@ pub fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
 
 /// The protocols one `Upgrade` field offers, less `h2c`: a backend that chose it would
 /// take the client's later HTTP/2 streams past routing, the split and every limit.
-pub fn offers_without_h2c(upgrade: &[u8]) -> impl Iterator<Item = &[u8]> {
+pub(crate) fn offers_without_h2c(upgrade: &[u8]) -> impl Iterator<Item = &[u8]> {
     tokens(upgrade).filter(|t| !t.eq_ignore_ascii_case(b"h2c"))
 }
 
 /// The `timeout=N` of a `Keep-Alive` response header: how long the server keeps an idle
 /// connection open.
-pub fn keep_alive_timeout(value: &[u8]) -> Option<std::time::Duration> {
+pub(crate) fn keep_alive_timeout(value: &[u8]) -> Option<std::time::Duration> {
     let v = std::str::from_utf8(value).ok()?;
     v.split(',').find_map(|p| {
         let (k, n) = p.split_once('=')?;

@@ -9,7 +9,7 @@
 /// Whether `value` is `host [":" port]`: a name of letters, digits, `-`, `.` and `_`,
 /// or an IPv6 literal in brackets; a port of at most five digits. Empty is valid (it
 /// names no host, as RFC 9112 3.2 allows).
-pub fn is_valid(value: &[u8]) -> bool {
+pub(crate) fn is_valid(value: &[u8]) -> bool {
     let (host, port) = match value.strip_prefix(b"[") {
         Some(rest) => {
             let Some(end) = rest.iter().position(|&b| b == b']') else {

@@ -4,8 +4,8 @@
 //! ([`hop`]), and the `Date` field ([`date`]). Nothing here knows about routes, pools or
 //! the proxy's own policy; the head writers apply that policy with these parts.
 
-pub mod date;
-pub mod fields;
-pub mod framing;
-pub mod hop;
-pub mod host;
+pub(crate) mod date;
+pub(crate) mod fields;
+pub(crate) mod framing;
+pub(crate) mod hop;
+pub(crate) mod host;

@@ -24,7 +24,7 @@ static DROPPED: AtomicU64 = AtomicU64::new(0);
 /// What the access log needs beyond the [`Outcome`], captured before the request is
 /// taken apart.
 #[derive(Debug)]
-pub struct RequestLine {
+pub(crate) struct RequestLine {
     pub client: SocketAddr,
     pub method: http::Method,
     pub host: Option<http::HeaderValue>,
@@ -51,7 +51,12 @@ struct Entry<'a> {
 }
 
 /// Queues the line for one request. Must be called inside the tokio runtime.
-pub fn write(o: &Outcome, req: &RequestLine, bytes_sent: Option<u64>, request_id: Option<&str>) {
+pub(crate) fn write(
+    o: &Outcome,
+    req: &RequestLine,
+    bytes_sent: Option<u64>,
+    request_id: Option<&str>,
+) {
     let entry = Entry {
         ts: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
         client: req.client.ip().to_string(),

@@ -4,13 +4,13 @@
 //! The proxy fills an [`Outcome`] as the request goes and hands it to [`record`] once
 //! the response head is ready to leave.
 
-pub mod access_log;
+pub(crate) mod access_log;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// The route/pool label for a request that matched nothing.
-pub const NONE: &str = "none";
+pub(crate) const NONE: &str = "none";
 
 /// Everything known about one request when its response head leaves. Names are
 /// borrowed from the request's snapshot: counting references to shared names on every
@@ -28,7 +28,7 @@ pub struct Outcome<'s> {
     /// Request sent to the backend -> its response head.
     pub upstream: Option<Duration>,
     /// Backends tried, the successful one included.
-    pub attempts: u32,
+    pub(crate) attempts: u32,
 }
 
 impl Outcome<'_> {

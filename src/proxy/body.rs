@@ -1,5 +1,4 @@
-//! The bodies the proxy hands between its servers and the backend client: a client's
-//! request body as a server hands it over, and the body of the answer it sends back.
+//! The body of the answer the proxy sends back to its client.
 
 use std::io;
 use std::pin::Pin;
@@ -7,43 +6,34 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 
 use crate::upstream::UpstreamBody;
-
-/// A client's request body as the server hands it over.
-#[derive(Debug)]
-pub enum ClientBody {
-    /// Known to be empty (cutover's own HTTP/1 server only takes such requests).
-    Empty,
-    Hyper(Incoming),
-}
 
 /// The body of a response the proxy sends to its client.
 #[derive(Debug)]
 // Proxied responses are the common case: boxing them would cost an allocation each,
 // to make the rare proxy-made answers smaller.
 #[allow(clippy::large_enum_variant)]
-pub enum ProxyBody {
+pub(crate) enum ProxyBody {
     /// A body the proxy made itself (errors, admin answers).
     Full(Option<Bytes>),
     Upstream(UpstreamBody),
 }
 
 impl ProxyBody {
-    pub fn text(s: impl Into<Bytes>) -> Self {
+    pub(crate) fn text(s: impl Into<Bytes>) -> Self {
         ProxyBody::Full(Some(s.into()))
     }
 
     /// The whole body, when the proxy made it and it has not been sent yet.
-    pub fn full(&self) -> Option<&Bytes> {
+    pub(crate) fn full(&self) -> Option<&Bytes> {
         match self {
             ProxyBody::Full(data) => data.as_ref(),
             ProxyBody::Upstream(_) => None,
         }
     }
 
-    pub fn empty() -> Self {
+    pub(crate) fn empty() -> Self {
         ProxyBody::Full(None)
     }
 }

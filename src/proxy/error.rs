@@ -10,7 +10,7 @@ use crate::upstream::{ConnectError, RequestBodyError, UpstreamError};
 
 /// An error made by the proxy, as opposed to a status a backend sent.
 #[derive(Debug, thiserror::Error)]
-pub enum ProxyError {
+pub(crate) enum ProxyError {
     #[error("malformed request: {0}")]
     BadRequest(&'static str),
     #[error("no route for this host and path")]
@@ -36,7 +36,7 @@ pub enum ProxyError {
 impl ProxyError {
     /// Status and `x-cutover-error` kind. Exhaustive on purpose: a new variant must
     /// decide both here.
-    pub fn status_and_kind(&self) -> (StatusCode, &'static str) {
+    pub(crate) fn status_and_kind(&self) -> (StatusCode, &'static str) {
         match self {
             ProxyError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ProxyError::NoRoute => (StatusCode::NOT_FOUND, "no_route"),
@@ -56,13 +56,13 @@ impl ProxyError {
         }
     }
 
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         self.status_and_kind().1
     }
 
     /// The short plain-text answer sent to the client: the one rendering of the
     /// proxy's own answers, written by whichever server has the client.
-    pub fn reply(&self) -> Reply {
+    pub(crate) fn reply(&self) -> Reply {
         let (status, kind) = self.status_and_kind();
         let fields = Fields::from_pairs(&[
             ("content-type", "text/plain; charset=utf-8"),
@@ -73,7 +73,7 @@ impl ProxyError {
 
     /// The answer when the client's own body could not be carried: its fault, not
     /// the backend's.
-    pub fn from_body(e: RequestBodyError) -> ProxyError {
+    pub(crate) fn from_body(e: RequestBodyError) -> ProxyError {
         match e {
             RequestBodyError::TooLarge => ProxyError::BodyTooLarge,
             RequestBodyError::Stalled => ProxyError::ClientTimeout,

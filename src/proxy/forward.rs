@@ -26,7 +26,7 @@ use crate::upstream::{
 
 /// A backend's response head, with the exchange its body comes from.
 #[derive(Debug)]
-pub struct Answer {
+pub(super) struct Answer {
     pub head: Head,
     pub exchange: Exchange,
     pub in_flight: InFlight,
@@ -34,7 +34,7 @@ pub struct Answer {
     pub head_at: Instant,
 }
 
-pub async fn forward<'s>(
+pub(super) async fn forward<'s>(
     snapshot: &Snapshot,
     route: &'s Route,
     first_pool: usize,
@@ -198,7 +198,7 @@ fn is_idempotent(m: &Method) -> bool {
 
 impl Answer {
     /// The answer as the client gets it: hop-by-hop fields gone, body streaming.
-    pub fn into_reply(self) -> Reply {
+    pub(super) fn into_reply(self) -> Reply {
         let Head {
             status,
             mut fields,

@@ -4,12 +4,12 @@ use http::header::{HeaderName, HeaderValue};
 
 use crate::http1::fields;
 
-pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(super) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// A request's id: the client's own, or one made here. A made one is kept inline: most
 /// requests come without an id, and making one should cost no allocation.
 #[derive(Debug, Clone)]
-pub enum RequestId {
+pub(crate) enum RequestId {
     Sent(HeaderValue),
     Made([u8; 32]),
 }
@@ -17,7 +17,7 @@ pub enum RequestId {
 impl RequestId {
     /// The client's `X-Request-Id` when it sent exactly one, of 1-128 characters of
     /// `[A-Za-z0-9._:-]`; else a new random one. `keep` makes the value of the one kept.
-    pub fn choose<V: AsRef<[u8]>>(
+    pub(crate) fn choose<V: AsRef<[u8]>>(
         mut sent: impl Iterator<Item = V>,
         keep: impl FnOnce(V) -> Option<HeaderValue>,
     ) -> Self {
@@ -47,7 +47,7 @@ impl RequestId {
         RequestId::Made(out)
     }
 
-    pub fn as_bytes(&self) -> &[u8] {
+    pub(crate) fn as_bytes(&self) -> &[u8] {
         match self {
             RequestId::Sent(v) => v.as_bytes(),
             RequestId::Made(b) => b,
@@ -55,11 +55,11 @@ impl RequestId {
     }
 
     /// Always ASCII: a sent id passed the check, a made one is hex.
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         std::str::from_utf8(self.as_bytes()).unwrap_or_default()
     }
 
-    pub fn to_value(&self) -> HeaderValue {
+    pub(crate) fn to_value(&self) -> HeaderValue {
         match self {
             RequestId::Sent(v) => v.clone(),
             RequestId::Made(b) => {
@@ -91,7 +91,7 @@ fn is_sane_request_id(v: &[u8]) -> bool {
 }
 
 /// The value of cookie `name` in the request's `Cookie` headers.
-pub fn cookie<'a>(fields: impl Iterator<Item = &'a [u8]>, name: &str) -> Option<&'a str> {
+pub(super) fn cookie<'a>(fields: impl Iterator<Item = &'a [u8]>, name: &str) -> Option<&'a str> {
     fields
         .filter_map(fields::visible_str)
         .flat_map(|v| v.split(';'))

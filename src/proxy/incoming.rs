@@ -8,7 +8,6 @@ use http::{Method, Request, Uri, Version};
 use http_body::Body;
 use hyper::upgrade::OnUpgrade;
 
-use super::body::ClientBody;
 use super::error::ProxyError;
 use super::head::{self, Line};
 use super::headers::{RequestId, X_REQUEST_ID};
@@ -80,7 +79,7 @@ pub(crate) fn into_upstream(
     })
 }
 
-impl Incoming for Request<ClientBody> {
+impl Incoming for Request<hyper::body::Incoming> {
     fn method(&self) -> &Method {
         Request::method(self)
     }
@@ -132,16 +131,12 @@ impl Incoming for Request<ClientBody> {
     }
 
     fn has_body(&self) -> bool {
-        matches!(self.body(), ClientBody::Hyper(b) if !b.is_end_stream())
+        !self.body().is_end_stream()
     }
 
     fn into_body(self) -> (Option<hyper::body::Incoming>, Option<OnUpgrade>) {
         let (mut parts, body) = self.into_parts();
-        let body = match body {
-            ClientBody::Hyper(b) => Some(b),
-            ClientBody::Empty => None,
-        };
-        (body, parts.extensions.remove::<OnUpgrade>())
+        (Some(body), parts.extensions.remove::<OnUpgrade>())
     }
 }
 
@@ -168,16 +163,16 @@ pub(crate) struct Sent {
 }
 
 impl Sent {
-    pub const HOST: u8 = 1;
-    pub const CONTENT_LENGTH: u8 = 1 << 1;
-    pub const CONNECTION: u8 = 1 << 2;
-    pub const UPGRADE: u8 = 1 << 3;
-    pub const COOKIE: u8 = 1 << 4;
-    pub const X_REQUEST_ID: u8 = 1 << 5;
-    pub const X_FORWARDED_FOR: u8 = 1 << 6;
+    pub(crate) const HOST: u8 = 1;
+    pub(crate) const CONTENT_LENGTH: u8 = 1 << 1;
+    pub(crate) const CONNECTION: u8 = 1 << 2;
+    pub(crate) const UPGRADE: u8 = 1 << 3;
+    pub(crate) const COOKIE: u8 = 1 << 4;
+    pub(crate) const X_REQUEST_ID: u8 = 1 << 5;
+    pub(crate) const X_FORWARDED_FOR: u8 = 1 << 6;
 
     /// The bit of the field `name` (any case); 0 for a name not tracked.
-    pub fn bit(name: &[u8]) -> u8 {
+    pub(crate) fn bit(name: &[u8]) -> u8 {
         let (known, bit): (&[u8], u8) = match name.len() {
             4 => (b"host", Self::HOST),
             6 => (b"cookie", Self::COOKIE),
@@ -196,7 +191,7 @@ impl Sent {
     }
 
     /// Notes the field at `span`, named `name`.
-    pub fn note(&mut self, name: &[u8], span: Span) {
+    pub(crate) fn note(&mut self, name: &[u8], span: Span) {
         let bit = Self::bit(name);
         if bit == Self::HOST && !self.has(bit) {
             self.host = Some(span);
@@ -204,7 +199,7 @@ impl Sent {
         self.bits |= bit;
     }
 
-    pub fn has(self, bit: u8) -> bool {
+    pub(crate) fn has(self, bit: u8) -> bool {
         self.bits & bit != 0
     }
 

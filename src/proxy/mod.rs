@@ -24,10 +24,10 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use http::{HeaderValue, Method, Request, Version};
 
-pub use body::{ClientBody, ProxyBody};
-pub use error::ProxyError;
+pub(crate) use body::ProxyBody;
+pub(crate) use error::ProxyError;
 pub(crate) use incoming::{Incoming, RawRequest, Sent};
-pub use reply::Reply;
+pub(crate) use reply::Reply;
 
 use crate::config::{KeySource, Limits};
 use crate::http1::{fields, host};
@@ -51,12 +51,16 @@ pub(crate) struct Client {
 }
 
 impl Proxy {
-    pub fn new(live: Arc<ArcSwap<Snapshot>>) -> Self {
+    pub(crate) fn new(live: Arc<ArcSwap<Snapshot>>) -> Self {
         Proxy { live }
     }
 
     /// Answers one client request; never fails: errors become proxy-made responses.
-    pub async fn handle(&self, req: Request<ClientBody>, client: &Client) -> Reply {
+    pub(crate) async fn handle(
+        &self,
+        req: Request<hyper::body::Incoming>,
+        client: &Client,
+    ) -> Reply {
         // One snapshot for the whole request, however long it runs.
         let snapshot = self.live.load_full();
         self.handle_on(&snapshot, req, client).await
@@ -65,13 +69,13 @@ impl Proxy {
     /// The live snapshot, for a connection to hold between its requests: replaced only
     /// when a reload swapped it. Counting a reference to the shared snapshot on every
     /// request would make the worker threads fight over its cache line.
-    pub fn refresh(&self, held: &mut Arc<Snapshot>) {
+    pub(crate) fn refresh(&self, held: &mut Arc<Snapshot>) {
         if !Arc::ptr_eq(held, &self.live.load()) {
             *held = self.live.load_full();
         }
     }
 
-    pub fn snapshot(&self) -> Arc<Snapshot> {
+    pub(crate) fn snapshot(&self) -> Arc<Snapshot> {
         self.live.load_full()
     }
 

@@ -12,7 +12,7 @@ use super::headers::{RequestId, X_REQUEST_ID};
 use crate::http1::fields::{self, Fields};
 
 #[derive(Debug)]
-pub struct Reply {
+pub(crate) struct Reply {
     pub status: StatusCode,
     /// Hop-by-hop fields already gone (but for a 101's).
     pub fields: Fields,
@@ -24,7 +24,7 @@ pub struct Reply {
 }
 
 impl Reply {
-    pub fn new(status: StatusCode, fields: Fields, body: ProxyBody) -> Self {
+    pub(crate) fn new(status: StatusCode, fields: Fields, body: ProxyBody) -> Self {
         Reply {
             status,
             fields,
@@ -38,7 +38,7 @@ impl Reply {
     /// came (hop-by-hop ones already gone), less any `Connection` (each server writes
     /// its own) and less the backend's request id, which the proxy's replaces (it comes
     /// last, from [`Reply::request_id`]).
-    pub fn fields_out(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+    pub(crate) fn fields_out(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         let replace_id = self.request_id.is_some();
         self.fields.iter().filter(move |(name, _)| {
             !(fields::name_is(name, b"connection")
@@ -47,7 +47,7 @@ impl Reply {
     }
 
     /// The answer as hyper takes it.
-    pub fn into_response(self) -> Response<ProxyBody> {
+    pub(crate) fn into_response(self) -> Response<ProxyBody> {
         let mut headers = http::HeaderMap::with_capacity(self.fields.len() + 2);
         for (name, value) in self.fields_out() {
             // httparse let no name or value through that the map would refuse; should

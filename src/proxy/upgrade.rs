@@ -10,7 +10,7 @@ use super::forward::Answer;
 use super::reply::Reply;
 
 /// Returns the 101 for the client and spawns the tunnel behind it.
-pub fn tunnel(on_client: OnUpgrade, answer: Answer) -> Reply {
+pub(super) fn tunnel(on_client: OnUpgrade, answer: Answer) -> Reply {
     let Answer {
         head,
         exchange,

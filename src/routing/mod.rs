@@ -14,7 +14,7 @@ use rand::Rng;
 use crate::balance::{self, BackendSet, Member};
 use crate::config::{Config, KeySource, PoolConfig, RouteConfig, Target};
 use crate::health::{self, Machine, Registry, Settings};
-pub use table::RouteTable;
+pub(crate) use table::RouteTable;
 
 /// One generation of the live configuration.
 #[derive(Debug)]
@@ -24,7 +24,6 @@ pub struct Snapshot {
     pub routes: Vec<Route>,
     pub pools: Vec<Arc<Pool>>,
     table: RouteTable,
-    pub loaded_at: std::time::SystemTime,
 }
 
 /// A pool and its members as this snapshot sees them.
@@ -142,12 +141,11 @@ impl Snapshot {
             generation,
             routes,
             pools,
-            loaded_at: std::time::SystemTime::now(),
         }
     }
 
     /// Whether any route names a host (see [`RouteTable::by_host`]).
-    pub fn routes_by_host(&self) -> bool {
+    pub(crate) fn routes_by_host(&self) -> bool {
         self.table.by_host()
     }
 
@@ -183,7 +181,7 @@ async fn resolve(target: &Target) -> Vec<(std::net::SocketAddr, Option<String>)>
 impl Route {
     /// The weight each pool of the split gets now: its split weight (climbing, during a
     /// `ramp_up`) times the pool's ready capacity with `fallback`, as it is without.
-    pub fn effective_split(&self) -> impl Iterator<Item = (&Arc<Pool>, f64)> + Clone + '_ {
+    pub(crate) fn effective_split(&self) -> impl Iterator<Item = (&Arc<Pool>, f64)> + Clone + '_ {
         let fallback = self.config.fallback;
         let now = self
             .weights
@@ -205,7 +203,7 @@ impl Route {
     }
 
     /// The split weight of `pool` at `now` (0 when the pool is not in the split).
-    pub fn weight_of(&self, pool: &str, now: Instant) -> f64 {
+    pub(crate) fn weight_of(&self, pool: &str, now: Instant) -> f64 {
         self.split
             .iter()
             .zip(&self.weights)
@@ -258,7 +256,7 @@ impl Route {
     }
 
     /// The next pool to try after `tried` pools failed, when `fallback` allows it.
-    pub fn fallback_pool(&self, tried: &[usize], rng: &mut impl Rng) -> Option<usize> {
+    pub(crate) fn fallback_pool(&self, tried: &[usize], rng: &mut impl Rng) -> Option<usize> {
         if !self.config.fallback {
             return None;
         }
@@ -274,7 +272,7 @@ impl Route {
         self.config.sticky.as_ref()
     }
 
-    pub fn override_source(&self) -> Option<&KeySource> {
+    pub(crate) fn override_source(&self) -> Option<&KeySource> {
         self.config.override_.as_ref()
     }
 }

@@ -19,7 +19,7 @@ struct Prefixes {
 }
 
 #[derive(Debug, Default)]
-pub struct RouteTable {
+pub(crate) struct RouteTable {
     exact: Map<Prefixes>,
     /// Keyed by the suffix with its leading dot: `*.example.com` is `.example.com`.
     wildcard: Map<Prefixes>,
@@ -34,7 +34,7 @@ impl Prefixes {
 }
 
 impl RouteTable {
-    pub fn build(routes: &[RouteConfig]) -> Self {
+    pub(crate) fn build(routes: &[RouteConfig]) -> Self {
         let mut t = RouteTable::default();
         for (i, r) in routes.iter().enumerate() {
             if r.hosts.is_empty() {
@@ -52,13 +52,13 @@ impl RouteTable {
     }
 
     /// Whether any route names a host: if none does, a request's host need not be read.
-    pub fn by_host(&self) -> bool {
+    pub(crate) fn by_host(&self) -> bool {
         !self.exact.is_empty() || !self.wildcard.is_empty()
     }
 
     /// The route for `host` (any case, port ignored; `None` if the request had none) and
     /// `path` (without the query).
-    pub fn find(&self, host: Option<&str>, path: &str) -> Option<usize> {
+    pub(crate) fn find(&self, host: Option<&str>, path: &str) -> Option<usize> {
         if let Some(host) = host.filter(|_| self.by_host()).map(strip_port) {
             let lower;
             let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {

@@ -27,7 +27,7 @@ use super::guard::{ConnShared, GuardLimits, Guarded};
 use super::{inflight, plain};
 use crate::app::Shared;
 use crate::http1::{fields, framing};
-use crate::proxy::{Client, ClientBody, Proxy};
+use crate::proxy::{Client, Proxy};
 
 /// hyper's per-connection buffer limit; its default (~400 KiB) multiplies badly with
 /// many concurrent large responses.
@@ -299,10 +299,7 @@ fn service(
         // Boxed once here: hyper moves the service future into place, and the unboxed
         // request state machine is kilobytes.
         Box::pin(async move {
-            let resp = proxy
-                .handle(req.map(ClientBody::Hyper), &client)
-                .await
-                .into_response();
+            let resp = proxy.handle(req, &client).await.into_response();
             Ok::<_, Infallible>(resp.map(|body| inflight::CountedBody {
                 body,
                 _in_flight: in_flight,

@@ -19,7 +19,7 @@ use crate::proxy::ProxyBody;
 
 /// Decrements both counters when dropped.
 #[derive(Debug)]
-pub struct InFlight {
+pub(super) struct InFlight {
     conn: Arc<ConnShared>,
     shared: Arc<Shared>,
     /// The slot of `shared.in_flight` it counts in.
@@ -27,7 +27,7 @@ pub struct InFlight {
 }
 
 impl InFlight {
-    pub fn start(conn: Arc<ConnShared>, shared: Arc<Shared>) -> Self {
+    pub(super) fn start(conn: Arc<ConnShared>, shared: Arc<Shared>) -> Self {
         conn.request_started();
         let slot = shared.in_flight.add();
         InFlight { conn, shared, slot }
@@ -45,13 +45,13 @@ impl Drop for InFlight {
 /// keeps its connection's idle clock itself, and a borrowed count spares two shared
 /// reference counts per request.
 #[derive(Debug)]
-pub struct Counted<'a> {
+pub(super) struct Counted<'a> {
     shared: &'a Shared,
     slot: usize,
 }
 
 impl<'a> Counted<'a> {
-    pub fn start(shared: &'a Shared) -> Self {
+    pub(super) fn start(shared: &'a Shared) -> Self {
         let slot = shared.in_flight.add();
         Counted { shared, slot }
     }
@@ -65,7 +65,7 @@ impl Drop for Counted<'_> {
 
 /// The response body handed to hyper, carrying the request's [`InFlight`].
 #[derive(Debug)]
-pub struct CountedBody {
+pub(super) struct CountedBody {
     pub body: ProxyBody,
     pub _in_flight: InFlight,
 }

@@ -24,7 +24,7 @@ use crate::app::Shared;
 
 /// The proxy listeners of a running cutover, and the workers serving them.
 #[derive(Debug)]
-pub struct Listening {
+pub(crate) struct Listening {
     /// One per configured `http` address (the port the kernel chose for port 0).
     pub addrs: Vec<SocketAddr>,
     /// Worker 0's accept loops, on the caller's runtime.

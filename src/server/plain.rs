@@ -34,7 +34,7 @@ use crate::proxy::{Client, Proxy, ProxyError, RawRequest, Sent};
 
 /// What the connection does after this server let go of it.
 #[derive(Debug)]
-pub enum Next {
+pub(super) enum Next {
     Close,
     /// Idle since then; park it.
     Parked(Instant),

@@ -16,7 +16,7 @@ use super::{Exchange, InFlight};
 
 /// Why a request body could not be forwarded.
 #[derive(Debug, thiserror::Error)]
-pub enum RequestBodyError {
+pub(crate) enum RequestBodyError {
     #[error("request body exceeds max_body_bytes")]
     TooLarge,
     #[error("reading the request body: {0}")]
@@ -27,7 +27,7 @@ pub enum RequestBodyError {
 
 /// The client's request body as sent upstream.
 #[derive(Debug)]
-pub enum UpstreamRequestBody {
+pub(crate) enum UpstreamRequestBody {
     Empty,
     /// Boxed: the body travels inside every exchange and reply, bodiless ones too,
     /// and its state would make each of them that much bigger to move.
@@ -35,7 +35,7 @@ pub enum UpstreamRequestBody {
 }
 
 #[derive(Debug)]
-pub struct Streaming {
+pub(crate) struct Streaming {
     inner: Incoming,
     limit: Option<u64>,
     seen: u64,
@@ -48,7 +48,7 @@ pub struct Streaming {
 impl UpstreamRequestBody {
     /// The client's body (`None`: it has none), cut at `limit` bytes and when the
     /// client sends nothing for `gap_limit`.
-    pub fn new(body: Option<Incoming>, limit: Option<u64>, gap_limit: Duration) -> Self {
+    pub(crate) fn new(body: Option<Incoming>, limit: Option<u64>, gap_limit: Duration) -> Self {
         let Some(inner) = body.filter(|b| !b.is_end_stream()) else {
             return UpstreamRequestBody::Empty;
         };
@@ -61,7 +61,7 @@ impl UpstreamRequestBody {
         }))
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         matches!(self, UpstreamRequestBody::Empty)
     }
 }
@@ -127,7 +127,7 @@ impl Body for UpstreamRequestBody {
 /// A backend's response body. When it ends cleanly the connection is reusable and goes
 /// back to the backend's pool; dropped early, the connection is dropped with it.
 #[derive(Debug)]
-pub struct UpstreamBody {
+pub(crate) struct UpstreamBody {
     /// `None` once the body has ended (or failed).
     exchange: Option<Exchange>,
     in_flight: InFlight,
@@ -136,7 +136,7 @@ pub struct UpstreamBody {
 }
 
 impl UpstreamBody {
-    pub fn new(
+    pub(crate) fn new(
         exchange: Exchange,
         in_flight: InFlight,
         reusable_until: Option<tokio::time::Instant>,

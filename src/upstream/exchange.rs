@@ -29,7 +29,7 @@ use crate::http1::fields;
 const WRITE_HIGH_WATER: usize = 64 * 1024;
 
 #[derive(Debug)]
-pub struct Exchange {
+pub(crate) struct Exchange {
     conn: Box<Conn>,
     upload: Upload,
     /// The request was a HEAD: whatever the answer declares, no body follows.
@@ -61,7 +61,7 @@ enum Upload {
 /// A request head as a backend gets it, encoded once: origin form, HTTP/1.1, fields
 /// already rewritten. A retry writes the same bytes again.
 #[derive(Debug)]
-pub struct Outgoing {
+pub(crate) struct Outgoing {
     pub method: http::Method,
     /// Never frozen: a `Bytes` made of a buffer with room to spare costs an allocation.
     pub head: BytesMut,
@@ -104,7 +104,7 @@ impl Drop for Outgoing {
 impl Exchange {
     /// Starts an exchange with the backend at `authority`: the head leaves with the
     /// first poll.
-    pub fn new(
+    pub(crate) fn new(
         mut conn: Box<Conn>,
         head: &Outgoing,
         authority: &str,
@@ -137,7 +137,7 @@ impl Exchange {
 
     /// Gives the request body back when not a byte of the request was written, so that
     /// it can go to another backend.
-    pub fn into_unsent_body(self) -> Option<UpstreamRequestBody> {
+    pub(crate) fn into_unsent_body(self) -> Option<UpstreamRequestBody> {
         match self.upload {
             Upload::Sending {
                 body, wrote: false, ..
@@ -147,23 +147,23 @@ impl Exchange {
     }
 
     /// Starts (or moves) the clock the response head must beat.
-    pub fn set_response_deadline(&mut self, deadline: tokio::time::Instant) {
+    pub(crate) fn set_response_deadline(&mut self, deadline: tokio::time::Instant) {
         self.conn.set_response_deadline(deadline);
     }
 
     /// Ready when the response clock has run out.
-    pub fn poll_response_clock(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    pub(crate) fn poll_response_clock(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         self.conn.poll_response_clock(cx)
     }
 
     /// Whether the request, body included, has been written whole.
-    pub fn request_sent(&self) -> bool {
+    pub(crate) fn request_sent(&self) -> bool {
         matches!(self.upload, Upload::Done)
     }
 
     /// Waits for the response head, writing the request meanwhile. Interim (1xx)
     /// answers other than 101 are skipped.
-    pub fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<Result<Head, UpstreamError>> {
+    pub(crate) fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<Result<Head, UpstreamError>> {
         loop {
             self.drive_upload(cx)?;
             if let Some(head) = response::parse_head(&mut self.conn.rbuf, self.to_head)? {
@@ -196,7 +196,7 @@ impl Exchange {
     }
 
     /// The next piece of the response body; `None` at its end.
-    pub fn poll_body(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
+    pub(crate) fn poll_body(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
         // A backend may stream its answer while it still reads the request: keep
         // uploading as long as the response is read.
         if let Err(e) = self.drive_upload(cx) {
@@ -228,12 +228,12 @@ impl Exchange {
     }
 
     /// Whether the response body has been read whole.
-    pub fn body_done(&self) -> bool {
+    pub(crate) fn body_done(&self) -> bool {
         self.framing == Framing::Empty
     }
 
     /// Bytes of body still to come, when the backend declared them.
-    pub fn body_left(&self) -> Option<u64> {
+    pub(crate) fn body_left(&self) -> Option<u64> {
         match self.framing {
             Framing::Empty => Some(0),
             Framing::Length(n) => Some(n),
@@ -243,7 +243,7 @@ impl Exchange {
 
     /// The connection, when it can carry another request: both messages complete,
     /// the backend willing, and nothing unexpected waiting to be read.
-    pub fn into_reusable(self) -> Option<Box<Conn>> {
+    pub(crate) fn into_reusable(self) -> Option<Box<Conn>> {
         let reusable = self.body_done()
             && self.keep_alive
             && !self.closed
@@ -253,7 +253,7 @@ impl Exchange {
     }
 
     /// The socket after a 101, with whatever the backend already sent past the head.
-    pub fn into_upgraded(self) -> (TcpStream, BytesMut) {
+    pub(crate) fn into_upgraded(self) -> (TcpStream, BytesMut) {
         let conn = *self.conn;
         (conn.stream, conn.rbuf)
     }
@@ -344,7 +344,7 @@ enum UploadError {
 
 impl Outgoing {
     /// An empty buffer for a head of about `capacity` bytes.
-    pub fn buffer(capacity: usize) -> BytesMut {
+    pub(crate) fn buffer(capacity: usize) -> BytesMut {
         let mut out = SPARE
             .try_with(|spare| spare.borrow_mut().pop())
             .ok()

@@ -25,9 +25,9 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
-pub use body::{RequestBodyError, UpstreamBody, UpstreamRequestBody};
-pub use exchange::{Exchange, Outgoing};
-pub use response::Head;
+pub(crate) use body::{RequestBodyError, UpstreamBody, UpstreamRequestBody};
+pub(crate) use exchange::{Exchange, Outgoing};
+pub(crate) use response::Head;
 
 use crate::worker;
 
@@ -37,9 +37,9 @@ const MAX_IDLE_CONNS: usize = 256;
 /// `Keep-Alive: timeout=N`): below common server defaults (Node.js closes after 5 s),
 /// because a request sent on a connection the backend is closing fails, and a POST
 /// cannot be retried.
-pub const DEFAULT_IDLE: Duration = Duration::from_secs(4);
+pub(crate) const DEFAULT_IDLE: Duration = Duration::from_secs(4);
 /// The longest an idle connection is kept, whatever the backend says.
-pub const MAX_IDLE: Duration = Duration::from_secs(50);
+pub(crate) const MAX_IDLE: Duration = Duration::from_secs(50);
 
 /// Idle connections with the time each stops being reusable.
 type IdleList = Mutex<Vec<(Box<Conn>, Instant)>>;
@@ -200,7 +200,7 @@ pub enum ConnectError {
 
 /// Why an exchange with a backend failed before its response head was complete.
 #[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
+pub(crate) enum UpstreamError {
     #[error("the connection failed before any of the request was written: {0}")]
     NotSent(#[source] io::Error),
     #[error("the backend closed the connection")]
@@ -219,7 +219,7 @@ pub enum UpstreamError {
 
 impl UpstreamError {
     /// Whether a byte of a response had arrived when the exchange failed.
-    pub fn answered(&self) -> bool {
+    pub(crate) fn answered(&self) -> bool {
         match self {
             UpstreamError::Closed { answered } | UpstreamError::Io { answered, .. } => *answered,
             UpstreamError::Malformed(_) => true,

@@ -25,7 +25,7 @@ const MAX_TRAILERS: usize = 16 * 1024;
 /// A backend's response head, as the client will get it (hop-by-hop fields are still
 /// there; the caller strips them).
 #[derive(Debug)]
-pub struct Head {
+pub(crate) struct Head {
     pub status: StatusCode,
     pub fields: Fields,
     pub framing: Framing,
@@ -41,7 +41,7 @@ pub struct Head {
 
 /// How the body after a head ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Framing {
+pub(crate) enum Framing {
     /// No body at all (HEAD, 1xx, 204, 304, or `Content-Length: 0`).
     Empty,
     /// This many bytes are left.
@@ -53,7 +53,7 @@ pub enum Framing {
 
 /// Where a chunked body's decoder is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Chunk {
+pub(crate) enum Chunk {
     Size,
     Data(u64),
     DataEnd,
@@ -63,7 +63,7 @@ pub enum Chunk {
 /// Parses one response head from the front of `buf`, consuming it; `Ok(None)` when the
 /// head is not complete yet. `to_head` says the request was a HEAD (no body follows
 /// whatever the head declares).
-pub fn parse_head(buf: &mut BytesMut, to_head: bool) -> Result<Option<Head>, UpstreamError> {
+pub(super) fn parse_head(buf: &mut BytesMut, to_head: bool) -> Result<Option<Head>, UpstreamError> {
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut parsed = httparse::Response::new(&mut []);
     let status = httparse::ParserConfig::default()
@@ -160,7 +160,7 @@ pub fn parse_head(buf: &mut BytesMut, to_head: bool) -> Result<Option<Head>, Ups
 
 /// What the body decoder made of the bytes it has.
 #[derive(Debug)]
-pub enum Decoded {
+pub(super) enum Decoded {
     Data(Bytes),
     /// The body is complete.
     End,
@@ -169,7 +169,7 @@ pub enum Decoded {
 }
 
 /// Takes the next piece of body from `buf`.
-pub fn decode(framing: &mut Framing, buf: &mut BytesMut) -> Result<Decoded, UpstreamError> {
+pub(super) fn decode(framing: &mut Framing, buf: &mut BytesMut) -> Result<Decoded, UpstreamError> {
     match framing {
         Framing::Empty => Ok(Decoded::End),
         Framing::Length(left) => {

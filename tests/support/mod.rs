@@ -1,7 +1,7 @@
 //! Test harness: real upstream servers, a real cutover, real clients, all on loopback
 //! with ports chosen by the kernel.
 
-#![allow(dead_code, unused_imports)]
+#![allow(dead_code, unused_imports, unreachable_pub)]
 
 pub mod client;
 pub mod process;

@@ -1,8 +1,10 @@
 //! The machine's transitions, fed events and a clock the test holds.
 
+use std::time::Duration;
+
 use super::*;
 use crate::config::{Eject, SlowStart};
-use crate::health::ProbeCounts;
+use crate::health::settings::ProbeCounts;
 
 fn eject() -> Eject {
     Eject {

@@ -26,7 +26,7 @@ use crate::proxy::ProxyError;
 
 /// Per-connection facts the service writes and the guard reads.
 #[derive(Debug)]
-pub struct ConnShared {
+pub(super) struct ConnShared {
     /// Requests of this connection inside the service now.
     pub in_flight: AtomicUsize,
     /// When the last response left the service, as milliseconds since `opened`.
@@ -39,14 +39,14 @@ pub struct ConnShared {
 }
 
 #[derive(Debug, Clone, Copy)]
-pub struct GuardLimits {
+pub(super) struct GuardLimits {
     pub max_head: usize,
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
 }
 
 /// A client stream whose request heads are checked before hyper parses them.
-pub struct Guarded<IO> {
+pub(super) struct Guarded<IO> {
     io: IO,
     /// Bytes read from the client that hyper has not had yet: checked ones first
     /// (`checked` of them), then the start of an incomplete head.
@@ -90,7 +90,7 @@ enum Clock {
 }
 
 impl ConnShared {
-    pub fn new() -> Arc<Self> {
+    pub(super) fn new() -> Arc<Self> {
         Arc::new(ConnShared {
             in_flight: AtomicUsize::new(0),
             last_done_ms: AtomicU64::new(0),
@@ -101,21 +101,21 @@ impl ConnShared {
     }
 
     /// Whether the guard asked for the connection to be parked.
-    pub fn parking(&self) -> bool {
+    pub(super) fn parking(&self) -> bool {
         self.parking.load(Ordering::Acquire)
     }
 
-    pub fn request_started(&self) {
+    pub(super) fn request_started(&self) {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
     }
 
-    pub fn request_done(&self) {
+    pub(super) fn request_done(&self) {
         let ms = self.opened.elapsed().as_millis() as u64;
         self.last_done_ms.store(ms, Ordering::Release);
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 
-    pub fn idle_since(&self) -> Instant {
+    pub(super) fn idle_since(&self) -> Instant {
         self.opened + Duration::from_millis(self.last_done_ms.load(Ordering::Acquire))
     }
 }
@@ -123,14 +123,14 @@ impl ConnShared {
 impl<IO> Guarded<IO> {
     /// The stream back once hyper is done with it, with the bytes of a request head
     /// that had started to arrive (they belong to the next connection state).
-    pub fn into_parts(self) -> (IO, BytesMut) {
+    pub(super) fn into_parts(self) -> (IO, BytesMut) {
         (self.io, self.pending)
     }
 
     /// Continues a connection whose first bytes were read elsewhere: what
     /// `into_parts` returned, or a whole request cutover's own server did not take.
     /// `preface`: those bytes open the connection with the HTTP/2 preface.
-    pub fn resume(
+    pub(super) fn resume(
         io: IO,
         pending: BytesMut,
         limits: GuardLimits,
@@ -146,7 +146,7 @@ impl<IO> Guarded<IO> {
         g
     }
 
-    pub fn new(io: IO, limits: GuardLimits, shared: Arc<ConnShared>) -> Self {
+    pub(super) fn new(io: IO, limits: GuardLimits, shared: Arc<ConnShared>) -> Self {
         let deadline = Instant::now() + park_after(limits.idle_timeout);
         Guarded {
             io,
@@ -296,7 +296,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Guarded<IO> {
 
 /// How long a connection idles before it is parked: soon enough that idle clients cost
 /// little, late enough that a busy keep-alive client never pays for a park.
-pub fn park_after(idle_timeout: Duration) -> Duration {
+pub(super) fn park_after(idle_timeout: Duration) -> Duration {
     (idle_timeout / 2).min(Duration::from_millis(250))
 }
 
