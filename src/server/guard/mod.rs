@@ -9,7 +9,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -20,23 +20,13 @@ use std::future::Future;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
+mod conn;
+
+pub(super) use conn::ConnShared;
+
 use super::response::error_answer;
 use crate::http1::framing::{self, FramingError, Scan};
 use crate::proxy::ProxyError;
-
-/// Per-connection facts the service writes and the guard reads.
-#[derive(Debug)]
-pub(super) struct ConnShared {
-    /// Requests of this connection inside the service now.
-    pub in_flight: AtomicUsize,
-    /// When the last response left the service, as milliseconds since `opened`.
-    last_done_ms: AtomicU64,
-    opened: Instant,
-    /// Set by the guard when the connection has been idle long enough to be parked:
-    /// the connection task then ends hyper's part and keeps only the socket.
-    parking: AtomicBool,
-    pub park: tokio::sync::Notify,
-}
 
 #[derive(Debug, Clone, Copy)]
 pub(super) struct GuardLimits {
@@ -87,37 +77,6 @@ enum Clock {
     Header,
     /// Between requests.
     Idle,
-}
-
-impl ConnShared {
-    pub(super) fn new() -> Arc<Self> {
-        Arc::new(ConnShared {
-            in_flight: AtomicUsize::new(0),
-            last_done_ms: AtomicU64::new(0),
-            opened: Instant::now(),
-            parking: AtomicBool::new(false),
-            park: tokio::sync::Notify::new(),
-        })
-    }
-
-    /// Whether the guard asked for the connection to be parked.
-    pub(super) fn parking(&self) -> bool {
-        self.parking.load(Ordering::Acquire)
-    }
-
-    pub(super) fn request_started(&self) {
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
-    }
-
-    pub(super) fn request_done(&self) {
-        let ms = self.opened.elapsed().as_millis() as u64;
-        self.last_done_ms.store(ms, Ordering::Release);
-        self.in_flight.fetch_sub(1, Ordering::AcqRel);
-    }
-
-    pub(super) fn idle_since(&self) -> Instant {
-        self.opened + Duration::from_millis(self.last_done_ms.load(Ordering::Acquire))
-    }
 }
 
 impl<IO> Guarded<IO> {
