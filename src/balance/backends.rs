@@ -161,26 +161,17 @@ fn weight_at(cumulative: &[f64], i: usize) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, Instant};
+    use std::time::Instant;
 
     use super::*;
-    use crate::config::Eject;
+
     use crate::health::{Event, Machine, Registry, Settings};
 
     #[test]
     fn capacity_follows_the_members_states() {
         let registry = Registry::new();
         let now = Instant::now();
-        let settings = Settings {
-            probe: None,
-            slow_start: None,
-            eject: Eject {
-                consecutive_failures: 1,
-                base: Duration::from_secs(10),
-                max: Duration::from_secs(10),
-                max_percent: 100,
-            },
-        };
+        let settings = Settings::eject_at_first_failure();
         let members: Vec<Member> = ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]
             .iter()
             .map(|addr| {

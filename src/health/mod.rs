@@ -194,22 +194,12 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::config::Eject;
 
     #[test]
     fn an_expired_ejection_is_published() {
         let registry = Registry::new();
         let t0 = Instant::now();
-        let settings = Settings {
-            probe: None,
-            slow_start: None,
-            eject: Eject {
-                consecutive_failures: 1,
-                base: Duration::from_secs(10),
-                max: Duration::from_secs(10),
-                max_percent: 100,
-            },
-        };
+        let settings = Settings::eject_at_first_failure();
         let addr = SocketAddr::from(([127, 0, 0, 1], 1));
         let machine = || Machine::new(settings, true, t0);
         let (b, _) = registry.get_or_insert("p", addr, None, machine);

@@ -39,6 +39,22 @@ impl Settings {
         }
     }
 
+    /// No probe, no slow start, and ejection at the first failure for 10 s: the
+    /// shortest way for a test to move a backend.
+    #[cfg(test)]
+    pub(crate) fn eject_at_first_failure() -> Settings {
+        Settings {
+            probe: None,
+            slow_start: None,
+            eject: Eject {
+                consecutive_failures: 1,
+                base: std::time::Duration::from_secs(10),
+                max: std::time::Duration::from_secs(10),
+                max_percent: 100,
+            },
+        }
+    }
+
     pub(super) fn has_probe(&self) -> bool {
         self.probe.is_some()
     }
