@@ -90,40 +90,56 @@ async fn rate_mode(url: &str, rate: u64, conns: u64, secs: u64) -> i32 {
     let interval = Duration::from_secs_f64(conns as f64 / rate.max(1) as f64);
     let start = Instant::now() + Duration::from_millis(200);
     let end = start + Duration::from_secs(secs);
+    // `LOADGEN_SLOW_US=N`: also list, on stderr, when each request slower than N us was
+    // due (ms from the start), to tell a periodic stall from scattered ones.
+    let slow_us: Option<u32> = std::env::var("LOADGEN_SLOW_US")
+        .ok()
+        .and_then(|v| v.parse().ok());
     let mut tasks = Vec::new();
     for c in 0..conns {
         let (host, path) = (host.clone(), path.clone());
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
+            let mut slow = Vec::new();
             let mut errors = 0u64;
             let Some(mut send) = connect(addr).await else {
-                return (lat, 1);
+                return (lat, slow, 1);
             };
             // Stagger connections evenly over one interval.
             let mut next = start + interval.mul_f64(c as f64 / conns as f64);
             while next < end {
                 tokio::time::sleep_until(next.into()).await;
                 if get(&mut send, &host, &path).await {
-                    lat.push(next.elapsed().as_micros() as u32);
+                    let us = next.elapsed().as_micros() as u32;
+                    lat.push(us);
+                    if slow_us.is_some_and(|limit| us > limit) {
+                        slow.push((next.duration_since(start).as_millis() as u64, us, c));
+                    }
                 } else {
                     errors += 1;
                     match connect(addr).await {
                         Some(s) => send = s,
-                        None => return (lat, errors),
+                        None => return (lat, slow, errors),
                     }
                 }
                 next += interval;
             }
-            (lat, errors)
+            (lat, slow, errors)
         }));
     }
     let mut all = Vec::new();
+    let mut slow = Vec::new();
     let mut errors = 0;
     for t in tasks {
-        if let Ok((lat, e)) = t.await {
+        if let Ok((lat, s, e)) = t.await {
             all.extend(lat);
+            slow.extend(s);
             errors += e;
         }
+    }
+    slow.sort_unstable();
+    for (at_ms, us, conn) in &slow {
+        eprintln!("slow: due at {at_ms} ms, took {us} us, connection {conn}");
     }
     all.sort_unstable();
     let pct = |p: f64| -> u32 {

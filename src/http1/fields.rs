@@ -84,6 +84,18 @@ impl Fields {
         self.spans.iter().map(|&span| self.field(span))
     }
 
+    /// Each field on its way out, with its line as it arrived.
+    pub(crate) fn out(&self) -> impl Iterator<Item = Field<'_>> + '_ {
+        self.spans.iter().map(|&[ns, nl, vs, vl]| {
+            let [ns, nl, vs, vl] = [ns, nl, vs, vl].map(usize::from);
+            Field {
+                name: &self.head[ns..ns + nl],
+                value: &self.head[vs..vs + vl],
+                line: Some(&self.head[ns..vs + vl]),
+            }
+        })
+    }
+
     /// The value of the field at `span`, one of these fields' own.
     pub(crate) fn value_at(&self, span: Span) -> &[u8] {
         field_at(&self.head, span).1
@@ -132,6 +144,39 @@ impl Fields {
 
     fn field(&self, span: Span) -> (&[u8], &[u8]) {
         field_at(&self.head, span)
+    }
+}
+
+/// One header field on its way out of a head writer: its name and value, and, when it
+/// came off the wire, its line from the name to the end of the value as it arrived
+/// (the separator included): one copy writes that out, where name and value would take
+/// four.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Field<'a> {
+    pub(crate) name: &'a [u8],
+    pub(crate) value: &'a [u8],
+    line: Option<&'a [u8]>,
+}
+
+impl<'a> Field<'a> {
+    /// A field made of a name and a value (from a `HeaderMap`, or the proxy's own).
+    pub(crate) fn new(name: &'a [u8], value: &'a [u8]) -> Self {
+        Field {
+            name,
+            value,
+            line: None,
+        }
+    }
+
+    /// Appends the field and its line end.
+    pub(crate) fn put(&self, out: &mut BytesMut) {
+        match self.line {
+            Some(line) => {
+                out.extend_from_slice(line);
+                out.extend_from_slice(b"\r\n");
+            }
+            None => put_field(out, self.name, self.value),
+        }
     }
 }
 

@@ -12,7 +12,8 @@ use smallvec::SmallVec;
 use super::error::ProxyError;
 use super::headers::RequestId;
 use super::Client;
-use crate::http1::{fields, hop};
+use crate::http1::fields::{self, Field};
+use crate::http1::hop;
 use crate::upstream::Outgoing;
 
 /// What the head says besides its fields.
@@ -54,12 +55,12 @@ pub(crate) fn write<'f, I>(
     request_id: &RequestId,
 ) -> Result<Outgoing, ProxyError>
 where
-    I: Iterator<Item = (&'f [u8], &'f [u8])>,
+    I: Iterator<Item = Field<'f>>,
 {
     let named: SmallVec<[&[u8]; 4]> = if may_name {
         fields()
-            .filter(|(n, _)| fields::name_is(n, b"connection"))
-            .flat_map(|(_, v)| hop::tokens(v))
+            .filter(|f| fields::name_is(f.name, b"connection"))
+            .flat_map(|f| hop::tokens(f.value))
             .filter(|t| !hop::is_std_hop(t))
             .collect()
     } else {
@@ -85,7 +86,8 @@ where
     let mut forwarded_for: SmallVec<[&[u8]; 2]> = SmallVec::new();
     let mut cookies: SmallVec<[&[u8]; 2]> = SmallVec::new();
     let mut upgrades: SmallVec<[&[u8]; 1]> = SmallVec::new();
-    for (name, value) in fields() {
+    for field in fields() {
+        let (name, value) = (field.name, field.value);
         let mut class = classify(name, line.upgrade);
         // An upgrade's own `Connection: upgrade` names the field it keeps.
         let kept = matches!(class, Class::Drop | Class::Upgrade);
@@ -93,12 +95,12 @@ where
             class = Class::Drop;
         }
         match class {
-            Class::Forward => fields::put_field(&mut out, name, value),
+            Class::Forward => field.put(&mut out),
             Class::Drop => {}
             Class::Upgrade => upgrades.push(value),
             Class::ForwardedFor => forwarded_for.push(value),
             Class::Cookie if line.h2 => cookies.push(value),
-            Class::Cookie => fields::put_field(&mut out, name, value),
+            Class::Cookie => field.put(&mut out),
             Class::ContentLength => {
                 let n = fields::content_length(value)
                     .ok_or(ProxyError::BadRequest("invalid Content-Length"))?;
@@ -203,7 +205,11 @@ mod tests {
     }
 
     fn written(line: &Line<'_>, pairs: &[(&str, &str)]) -> Result<String, ProxyError> {
-        let fields = || pairs.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes()));
+        let fields = || {
+            pairs
+                .iter()
+                .map(|(n, v)| Field::new(n.as_bytes(), v.as_bytes()))
+        };
         let id = RequestId::choose(std::iter::once("rid"), |v| {
             Some(http::HeaderValue::from_static(v))
         });

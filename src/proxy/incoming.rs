@@ -12,7 +12,7 @@ use super::error::ProxyError;
 use super::head::{self, Line};
 use super::headers::{RequestId, X_REQUEST_ID};
 use super::Client;
-use crate::http1::fields::{self, Fields, Span};
+use crate::http1::fields::{self, Field, Fields, Span};
 use crate::http1::hop;
 use crate::upstream::{Outgoing, UpstreamRequestBody};
 
@@ -32,7 +32,7 @@ pub(crate) trait Incoming {
     /// The id the request is known by: the client's, when sane, else a new one.
     fn request_id(&self) -> RequestId;
     /// Every field as it came, in order.
-    fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])>;
+    fn fields(&self) -> impl Iterator<Item = Field<'_>>;
     /// Whether a `Connection` field may be among them; and about how many bytes they
     /// take.
     fn shape(&self) -> (bool, usize);
@@ -111,7 +111,8 @@ impl Incoming for Request<hyper::body::Incoming> {
     }
 
     fn wants_upgrade(&self) -> bool {
-        Request::version(self) == Version::HTTP_11 && hop::wants_upgrade(|| Incoming::fields(self))
+        Request::version(self) == Version::HTTP_11
+            && hop::wants_upgrade(|| Incoming::fields(self).map(|f| (f.name, f.value)))
     }
 
     fn request_id(&self) -> RequestId {
@@ -119,10 +120,10 @@ impl Incoming for Request<hyper::body::Incoming> {
         RequestId::choose(sent, |v| Some(v.clone()))
     }
 
-    fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+    fn fields(&self) -> impl Iterator<Item = Field<'_>> {
         self.headers()
             .iter()
-            .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()))
+            .map(|(n, v)| Field::new(n.as_str().as_bytes(), v.as_bytes()))
     }
 
     fn shape(&self) -> (bool, usize) {
@@ -262,8 +263,8 @@ impl Incoming for RawRequest {
         false
     }
 
-    fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.fields.iter()
+    fn fields(&self) -> impl Iterator<Item = Field<'_>> {
+        self.fields.out()
     }
 
     fn shape(&self) -> (bool, usize) {

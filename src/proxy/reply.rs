@@ -9,7 +9,7 @@ use http::{header, HeaderName, HeaderValue, Response, StatusCode};
 
 use super::body::ProxyBody;
 use super::headers::{RequestId, X_REQUEST_ID};
-use crate::http1::fields::{self, Fields};
+use crate::http1::fields::{self, Field, Fields};
 
 #[derive(Debug)]
 pub(crate) struct Reply {
@@ -38,18 +38,18 @@ impl Reply {
     /// came (hop-by-hop ones already gone), less any `Connection` (each server writes
     /// its own) and less the backend's request id, which the proxy's replaces (it comes
     /// last, from [`Reply::request_id`]).
-    pub(crate) fn fields_out(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+    pub(crate) fn fields_out(&self) -> impl Iterator<Item = Field<'_>> {
         let replace_id = self.request_id.is_some();
-        self.fields.iter().filter(move |(name, _)| {
-            !(fields::name_is(name, b"connection")
-                || replace_id && fields::name_is(name, b"x-request-id"))
+        self.fields.out().filter(move |f| {
+            !(fields::name_is(f.name, b"connection")
+                || replace_id && fields::name_is(f.name, b"x-request-id"))
         })
     }
 
     /// The answer as hyper takes it.
     pub(crate) fn into_response(self) -> Response<ProxyBody> {
         let mut headers = http::HeaderMap::with_capacity(self.fields.len() + 2);
-        for (name, value) in self.fields_out() {
+        for Field { name, value, .. } in self.fields_out() {
             // httparse let no name or value through that the map would refuse; should
             // one be, it is left out rather than failing an answer already under way.
             let value = HeaderValue::from_maybe_shared(self.fields.share(value));

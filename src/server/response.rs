@@ -55,10 +55,10 @@ fn write_head(
     out.extend_from_slice(b"\r\n");
     let mut dated = false;
     let mut has_length = false;
-    for (name, value) in reply.fields_out() {
-        fields::put_field(out, name, value);
-        dated |= fields::name_is(name, b"date");
-        has_length |= fields::name_is(name, b"content-length");
+    for field in reply.fields_out() {
+        field.put(out);
+        dated |= fields::name_is(field.name, b"date");
+        has_length |= fields::name_is(field.name, b"content-length");
     }
     if let Some(id) = &reply.request_id {
         fields::put_field(out, b"x-request-id", id.as_bytes());
