@@ -33,6 +33,7 @@ pub(crate) fn span_of(head: &[u8], field: &httparse::Header<'_>) -> Span {
 /// comparison folds both sides byte by byte. Here one side is known lower case: where
 /// it holds a letter, setting bit 0x20 of the other side's byte folds exactly that
 /// letter's upper case onto it; any other byte must be equal.
+#[inline]
 pub(crate) fn name_is(name: &[u8], lower: &[u8]) -> bool {
     name.len() == lower.len()
         && name.iter().zip(lower).all(|(&n, &l)| {
@@ -97,6 +98,7 @@ impl Fields {
     }
 
     /// The value of the field at `span`, one of these fields' own.
+    #[inline]
     pub(crate) fn value_at(&self, span: Span) -> &[u8] {
         field_at(&self.head, span).1
     }
@@ -181,6 +183,7 @@ impl<'a> Field<'a> {
 }
 
 /// The name and value at `span` of `head`.
+#[inline]
 pub(crate) fn field_at(head: &[u8], [ns, nl, vs, vl]: Span) -> (&[u8], &[u8]) {
     let [ns, nl, vs, vl] = [ns, nl, vs, vl].map(usize::from);
     (&head[ns..ns + nl], &head[vs..vs + vl])

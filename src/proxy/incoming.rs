@@ -173,6 +173,7 @@ impl Sent {
     pub(crate) const X_FORWARDED_FOR: u8 = 1 << 6;
 
     /// The bit of the field `name` (any case); 0 for a name not tracked.
+    #[inline(always)]
     pub(crate) fn bit(name: &[u8]) -> u8 {
         let (known, bit): (&[u8], u8) = match name.len() {
             4 => (b"host", Self::HOST),
@@ -200,11 +201,13 @@ impl Sent {
         self.bits |= bit;
     }
 
+    #[inline(always)]
     pub(crate) fn has(self, bit: u8) -> bool {
         self.bits & bit != 0
     }
 
     /// Whether a field `name` may be there: tracked fields are known absent or not.
+    #[inline(always)]
     fn may_have(self, name: &[u8]) -> bool {
         let bit = Self::bit(name);
         bit == 0 || self.has(bit)
@@ -213,6 +216,7 @@ impl Sent {
 
 impl RawRequest {
     /// Every value of the field `name` (lower case), searched only when it may be there.
+    #[inline(always)]
     fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
         self.sent
             .may_have(name.as_bytes())
@@ -221,6 +225,8 @@ impl RawRequest {
             .flatten()
     }
 
+    // Inlined so that a name known where it is asked for folds to its bit.
+    #[inline(always)]
     fn get(&self, name: &str) -> Option<&[u8]> {
         if name == "host" {
             return self.sent.host.map(|span| self.fields.value_at(span));
@@ -247,9 +253,10 @@ impl Incoming for RawRequest {
     }
 
     fn host(&self) -> Option<&[u8]> {
-        self.get("host")
+        self.sent.host.map(|span| self.fields.value_at(span))
     }
 
+    #[inline(always)]
     fn field(&self, name: &HeaderName) -> Option<&[u8]> {
         self.get(name.as_str())
     }
