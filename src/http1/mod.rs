@@ -4,6 +4,7 @@
 //! ([`hop`]), and the `Date` field ([`date`]). Nothing here knows about routes, pools or
 //! the proxy's own policy; the head writers apply that policy with these parts.
 
+pub(crate) mod body;
 pub(crate) mod date;
 pub(crate) mod fields;
 pub(crate) mod framing;

@@ -71,6 +71,18 @@ impl ProxyError {
         Reply::new(status, fields, ProxyBody::text(format!("{self}\n")))
     }
 
+    /// The answer when an exchange with a backend failed. Exhaustive, like the status
+    /// map: a new way to fail must decide its answer here.
+    pub(crate) fn from_upstream(e: UpstreamError) -> ProxyError {
+        match e {
+            UpstreamError::Malformed(_) => ProxyError::BadUpstreamResponse(e),
+            UpstreamError::NotSent(_) | UpstreamError::Closed { .. } | UpstreamError::Io { .. } => {
+                ProxyError::UpstreamReset(e)
+            }
+            UpstreamError::Body(body) => ProxyError::from_body(body),
+        }
+    }
+
     /// The answer when the client's own body could not be carried: its fault, not
     /// the backend's.
     pub(crate) fn from_body(e: RequestBodyError) -> ProxyError {

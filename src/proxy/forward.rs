@@ -148,10 +148,7 @@ pub(super) async fn forward<'s>(
             continue;
         }
         let answered = e.answered();
-        let err = match e {
-            UpstreamError::Malformed(_) => ProxyError::BadUpstreamResponse(e),
-            _ => ProxyError::UpstreamReset(e),
-        };
+        let err = ProxyError::from_upstream(e);
         tracing::warn!(pool = %pool.name, backend = %backend.addr, error = %err, "upstream failed");
         backend.report_failure(pool.backends.may_eject(pool.config.eject.max_percent));
         if replayable && !answered && matches!(err, ProxyError::UpstreamReset(_)) {

@@ -20,8 +20,9 @@ use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 
 use super::body::{RequestBodyError, UpstreamRequestBody};
-use super::response::{self, Decoded, Framing, Head};
+use super::response::{self, Head};
 use super::{Conn, UpstreamError};
+use crate::http1::body::{decode, Decoded, Framing};
 use crate::http1::fields;
 
 /// Body bytes gathered before writing: big enough for few syscalls, small enough that a
@@ -203,7 +204,7 @@ impl Exchange {
             return Poll::Ready(Some(Err(io::Error::other(e))));
         }
         loop {
-            match response::decode(&mut self.framing, &mut self.conn.rbuf) {
+            match decode(&mut self.framing, &mut self.conn.rbuf) {
                 Err(e) => return Poll::Ready(Some(Err(io::Error::other(e)))),
                 Ok(Decoded::Data(d)) => return Poll::Ready(Some(Ok(d))),
                 Ok(Decoded::End) => return Poll::Ready(None),

@@ -1,5 +1,5 @@
 //! Reading a backend's answer: the response head (RFC 9112 section 4) and how its
-//! body is delimited (section 6.3), then the body itself, de-chunked.
+//! body is delimited (section 6.3); [`crate::http1::body`] reads the body itself.
 //!
 //! Header values are not copied: the head's bytes are frozen once and every value is a
 //! slice of them.
@@ -7,10 +7,11 @@
 use std::mem::MaybeUninit;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::BytesMut;
 use http::StatusCode;
 
 use super::UpstreamError;
+use crate::http1::body::{Chunk, Framing};
 use crate::http1::fields::{self, Fields};
 use crate::http1::hop;
 
@@ -18,9 +19,6 @@ use crate::http1::hop;
 const MAX_HEADERS: usize = 100;
 /// Largest response head accepted from a backend.
 const MAX_HEAD_BYTES: usize = fields::MAX_HEAD;
-/// Largest chunk-size line (with extensions) or trailer section accepted.
-const MAX_CHUNK_LINE: usize = 4 * 1024;
-const MAX_TRAILERS: usize = 16 * 1024;
 
 /// A backend's response head, as the client will get it (hop-by-hop fields are still
 /// there; the caller strips them).
@@ -37,27 +35,6 @@ pub(crate) struct Head {
     /// Hop-by-hop fields are left out of `fields`, unless `Connection` names more
     /// fields than the standard ones: then it is kept, for the caller to strip.
     pub names_more: bool,
-}
-
-/// How the body after a head ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Framing {
-    /// No body at all (HEAD, 1xx, 204, 304, or `Content-Length: 0`).
-    Empty,
-    /// This many bytes are left.
-    Length(u64),
-    Chunked(Chunk),
-    /// Everything until the backend closes the connection.
-    UntilClose,
-}
-
-/// Where a chunked body's decoder is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Chunk {
-    Size,
-    Data(u64),
-    DataEnd,
-    Trailers { seen: usize },
 }
 
 /// Parses one response head from the front of `buf`, consuming it; `Ok(None)` when the
@@ -158,126 +135,12 @@ pub(super) fn parse_head(buf: &mut BytesMut, to_head: bool) -> Result<Option<Hea
     }))
 }
 
-/// What the body decoder made of the bytes it has.
-#[derive(Debug)]
-pub(super) enum Decoded {
-    Data(Bytes),
-    /// The body is complete.
-    End,
-    /// More bytes are needed.
-    More,
-}
-
-/// Takes the next piece of body from `buf`.
-pub(super) fn decode(framing: &mut Framing, buf: &mut BytesMut) -> Result<Decoded, UpstreamError> {
-    match framing {
-        Framing::Empty => Ok(Decoded::End),
-        Framing::Length(left) => {
-            if buf.is_empty() {
-                return Ok(Decoded::More);
-            }
-            let n = (*left).min(buf.len() as u64) as usize;
-            *left -= n as u64;
-            if *left == 0 {
-                *framing = Framing::Empty;
-            }
-            Ok(Decoded::Data(buf.split_to(n).freeze()))
-        }
-        Framing::UntilClose if buf.is_empty() => Ok(Decoded::More),
-        Framing::UntilClose => Ok(Decoded::Data(buf.split().freeze())),
-        Framing::Chunked(state) => {
-            let decoded = decode_chunked(state, buf)?;
-            if matches!(decoded, Decoded::End) {
-                *framing = Framing::Empty;
-            }
-            Ok(decoded)
-        }
-    }
-}
-
-fn decode_chunked(state: &mut Chunk, buf: &mut BytesMut) -> Result<Decoded, UpstreamError> {
-    loop {
-        match *state {
-            Chunk::Size => match httparse::parse_chunk_size(buf) {
-                Ok(httparse::Status::Complete((used, size))) => {
-                    buf.advance(used);
-                    *state = if size == 0 {
-                        Chunk::Trailers { seen: 0 }
-                    } else {
-                        Chunk::Data(size)
-                    };
-                }
-                Ok(httparse::Status::Partial) if buf.len() > MAX_CHUNK_LINE => {
-                    return Err(UpstreamError::Malformed("chunk size line too long"))
-                }
-                Ok(httparse::Status::Partial) => return Ok(Decoded::More),
-                Err(_) => return Err(UpstreamError::Malformed("invalid chunk size")),
-            },
-            Chunk::Data(left) => {
-                if buf.is_empty() {
-                    return Ok(Decoded::More);
-                }
-                let n = left.min(buf.len() as u64) as usize;
-                *state = if left == n as u64 {
-                    Chunk::DataEnd
-                } else {
-                    Chunk::Data(left - n as u64)
-                };
-                return Ok(Decoded::Data(buf.split_to(n).freeze()));
-            }
-            Chunk::DataEnd => {
-                if buf.len() < 2 {
-                    return Ok(Decoded::More);
-                }
-                if &buf[..2] != b"\r\n" {
-                    return Err(UpstreamError::Malformed("chunk not followed by CRLF"));
-                }
-                buf.advance(2);
-                *state = Chunk::Size;
-            }
-            // Trailer fields are dropped: the client's response is re-framed and
-            // hyper sends none for it.
-            Chunk::Trailers { seen } => {
-                let Some(eol) = buf.iter().position(|&b| b == b'\n') else {
-                    if seen + buf.len() > MAX_TRAILERS {
-                        return Err(UpstreamError::Malformed("trailers too large"));
-                    }
-                    return Ok(Decoded::More);
-                };
-                let last = buf[..eol].trim_ascii().is_empty();
-                buf.advance(eol + 1);
-                if last {
-                    return Ok(Decoded::End);
-                }
-                if seen + eol + 1 > MAX_TRAILERS {
-                    return Err(UpstreamError::Malformed("trailers too large"));
-                }
-                *state = Chunk::Trailers {
-                    seen: seen + eol + 1,
-                };
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn head(raw: &str, to_head: bool) -> Result<Option<Head>, UpstreamError> {
         parse_head(&mut BytesMut::from(raw), to_head)
-    }
-
-    fn body(raw: &[u8], mut framing: Framing) -> Result<Vec<u8>, UpstreamError> {
-        let mut buf = BytesMut::from(raw);
-        let mut out = Vec::new();
-        loop {
-            match decode(&mut framing, &mut buf)? {
-                Decoded::Data(d) => out.extend_from_slice(&d),
-                Decoded::End => return Ok(out),
-                Decoded::More => return Err(UpstreamError::Malformed("incomplete")),
-            }
-        }
     }
 
     #[test]
@@ -331,25 +194,6 @@ mod tests {
         assert_eq!(
             k("HTTP/1.0 200 OK\r\ncontent-length: 0\r\n\r\n"),
             Some(false)
-        );
-    }
-
-    #[test]
-    fn chunked_bodies_decode_and_reject_bad_framing() {
-        let chunked = Framing::Chunked(Chunk::Size);
-        assert_eq!(
-            body(
-                b"4;ext=1\r\nWiki\r\n5\r\npedia\r\n0\r\nx-t: 1\r\n\r\n",
-                chunked
-            )
-            .ok(),
-            Some(b"Wikipedia".to_vec())
-        );
-        assert!(body(b"4\r\nWikiXX0\r\n\r\n", chunked).is_err());
-        assert!(body(b"zz\r\n", chunked).is_err());
-        assert_eq!(
-            body(b"abcdef", Framing::Length(3)).ok(),
-            Some(b"abc".to_vec())
         );
     }
 }
