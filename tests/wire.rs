@@ -324,6 +324,8 @@ async fn websocket_upgrade_is_tunnelled_both_ways() {
         let head = String::from_utf8_lossy(&head).to_lowercase();
         assert!(head.starts_with("http/1.1 101"), "{head}");
         assert!(head.contains("upgrade: websocket"), "{head}");
+        // Without it a browser fails the handshake (RFC 6455 4.1).
+        assert!(head.contains("connection: upgrade"), "{head}");
         assert!(up.last_seen().to_lowercase().contains("upgrade: websocket"));
         for msg in [&b"\x81\x05hello"[..], b"second message"] {
             s.write_all(msg).await.expect("write frame");

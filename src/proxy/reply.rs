@@ -38,10 +38,14 @@ impl Reply {
     /// came (hop-by-hop ones already gone), less any `Connection` (each server writes
     /// its own) and less the backend's request id, which the proxy's replaces (it comes
     /// last, from [`Reply::request_id`]).
+    ///
+    /// A 101 keeps its `Connection: upgrade`: the client's handshake needs it (RFC 6455
+    /// 4.1), and hyper writes none of its own on a switch.
     pub(crate) fn fields_out(&self) -> impl Iterator<Item = Field<'_>> {
         let replace_id = self.request_id.is_some();
+        let switching = self.status == StatusCode::SWITCHING_PROTOCOLS;
         self.fields.out().filter(move |f| {
-            !(fields::name_is(f.name, b"connection")
+            !(!switching && fields::name_is(f.name, b"connection")
                 || replace_id && fields::name_is(f.name, b"x-request-id"))
         })
     }
