@@ -74,14 +74,23 @@ async fn reload(path: &std::path::Path, shared: &Shared) -> Outcome {
     Ok(generation)
 }
 
+/// Takes SIGHUP over from its default action (ending the process). Called before
+/// cutover says it is ready, so that a SIGHUP sent as soon as it is never kills it.
+#[cfg(unix)]
+pub(crate) fn sighup() -> Option<tokio::signal::unix::Signal> {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::hangup()) {
+        Ok(hup) => Some(hup),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGHUP");
+            None
+        }
+    }
+}
+
 /// Asks for a reload on every SIGHUP until the task is dropped.
 #[cfg(unix)]
-pub(crate) async fn on_sighup(reloader: Reloader) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        tracing::error!("cannot listen for SIGHUP");
-        return;
-    };
+pub(crate) async fn on_sighup(mut hup: tokio::signal::unix::Signal, reloader: Reloader) {
     while hup.recv().await.is_some() {
         // The task logs the outcome.
         let _ = reloader.reload().await;

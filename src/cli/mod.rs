@@ -187,6 +187,9 @@ pub(crate) fn serve(
         }
     };
     rt.block_on(async move {
+        // Before anything says "ready": from then on a SIGHUP must reload, not kill.
+        #[cfg(unix)]
+        let sighup = crate::reload::sighup();
         let running = match crate::app::start(config).await {
             Ok(r) => r,
             Err(e) => {
@@ -195,12 +198,14 @@ pub(crate) fn serve(
             }
         };
         #[cfg(unix)]
-        let hup = tokio::spawn(crate::reload::on_sighup(running.reloader()));
+        let hup = sighup.map(|hup| tokio::spawn(crate::reload::on_sighup(hup, running.reloader())));
         started(&running);
         wait_for_stop().await;
         tracing::info!("stopping: draining in-flight requests");
         #[cfg(unix)]
-        hup.abort();
+        if let Some(hup) = hup {
+            hup.abort();
+        }
         let grace = running.shared.live.load().config.limits.shutdown_grace;
         let drained = running.shutdown(grace).await;
         tracing::info!(cut = drained.cut, "stopped");

@@ -26,13 +26,13 @@ pub(crate) fn is_valid(value: &[u8]) -> bool {
     let name = value.iter().take_while(|&&b| NAME[usize::from(b)]).count();
     match value[name..].split_first() {
         None => true,
-        Some((b':', port)) => is_port(port),
+        Some((b':', port)) => name > 0 && is_port(port),
         Some((b'[', rest)) if name == 0 => {
             let Some(end) = rest.iter().position(|&b| b == b']') else {
                 return false;
             };
             let literal = &rest[..end];
-            let v6 = literal.contains(&b':')
+            let v6 = literal.iter().filter(|&&b| b == b':').count() >= 2
                 && literal
                     .iter()
                     .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
@@ -46,8 +46,13 @@ pub(crate) fn is_valid(value: &[u8]) -> bool {
     }
 }
 
+/// Digits of a port number, 0-65535 (or none, as RFC 3986 allows).
 fn is_port(digits: &[u8]) -> bool {
-    digits.len() <= 5 && digits.iter().all(u8::is_ascii_digit)
+    digits.len() <= 5
+        && digits.iter().all(u8::is_ascii_digit)
+        && std::str::from_utf8(digits)
+            .ok()
+            .is_none_or(|d| d.is_empty() || d.parse::<u16>().is_ok())
 }
 
 #[cfg(test)]
@@ -66,6 +71,8 @@ mod tests {
             "[2001:db8::7]:443",
             "svc_name.internal",
             "localhost:",
+            "host:65535",
+            "[::]",
         ] {
             assert!(is_valid(good.as_bytes()), "{good}");
         }
@@ -82,6 +89,10 @@ mod tests {
             "app.example.com@evil.example",
             "evil@app.example.com",
             "app.example.com:123456",
+            "app.example.com:65536",
+            ":80",
+            "[:]",
+            "[1]",
             "app.example.com:80:80",
             "[::1",
             "[::1]x",

@@ -217,7 +217,7 @@ fn check_request(req: &impl Incoming, limits: &Limits) -> Result<(), ProxyError>
     }
     // HTTP/1 heads were measured whole by the framing guard; an HTTP/2 client's header
     // list is measured here, so that its answer carries the same `x-cutover-error`.
-    if req.version() == Version::HTTP_2 && req.shape().1 > limits.max_header_bytes {
+    if req.version() == Version::HTTP_2 && h2_head_size(req) > limits.max_header_bytes {
         return Err(ProxyError::HeadersTooLarge);
     }
     let declared = req
@@ -229,6 +229,15 @@ fn check_request(req: &impl Incoming, limits: &Limits) -> Result<(), ProxyError>
         }
     }
     Ok(())
+}
+
+/// What an HTTP/2 request's header list would take as an HTTP/1 head: its fields, and
+/// the method and target its pseudo-headers carry, as the request line would.
+fn h2_head_size(req: &impl Incoming) -> usize {
+    let uri = req.uri();
+    let target = uri.path_and_query().map_or(1, |pq| pq.as_str().len());
+    let authority = uri.authority().map_or(0, |a| a.as_str().len());
+    req.shape().1 + req.method().as_str().len() + target + authority + 16
 }
 
 /// The value a route reads from the request for `sticky` or `override`.
