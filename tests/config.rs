@@ -289,3 +289,28 @@ fn an_unused_pool_is_a_warning_not_an_error() {
     assert_eq!(loaded.warnings.len(), 1);
     assert!(loaded.warnings[0].message.contains("spare"));
 }
+
+#[test]
+fn a_blanked_entry_leaves_no_echo_behind() {
+    // Each wrong value is the user's one error: the empty split or backend list its
+    // removal leaves is not reported as a second one.
+    for (text, line, contains) in [
+        (
+            format!("{POOL}[[routes]]\nname = \"r\"\nsplit = {{ p = \"x\" }}\n"),
+            5,
+            "invalid type",
+        ),
+        (
+            "[pools.p]\nbackends = [5]\n[[routes]]\nname = \"r\"\nsplit = { p = 1 }\n".to_owned(),
+            2,
+            "",
+        ),
+    ] {
+        let errs = errors(&text);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].starts_with(&format!("{line}:")) && errs[0].contains(contains),
+            "{errs:?}"
+        );
+    }
+}

@@ -21,6 +21,9 @@ pub(super) struct Deserialized {
     /// when recovery stopped first.
     pub raw: Option<RawConfig>,
     pub errors: Vec<Diagnostic>,
+    /// The byte ranges blanked out: a later finding that touches one follows from the
+    /// blanking (an emptied split, an emptied backend list), not from the user.
+    pub blanked: Vec<std::ops::Range<usize>>,
 }
 
 pub(super) fn deserialize(path: &Path, text: &str) -> Deserialized {
@@ -32,6 +35,7 @@ pub(super) fn deserialize(path: &Path, text: &str) -> Deserialized {
             Ok(raw) => {
                 return Deserialized {
                     raw: Some(raw),
+                    blanked: changed(text, &current),
                     errors,
                 }
             }
@@ -62,7 +66,27 @@ pub(super) fn deserialize(path: &Path, text: &str) -> Deserialized {
         current = next;
         blanked_keys.extend(keys);
     }
-    Deserialized { raw: None, errors }
+    Deserialized {
+        raw: None,
+        errors,
+        blanked: Vec::new(),
+    }
+}
+
+/// The runs of bytes where `now` differs from `was` (both the same length: blanking
+/// only turns bytes into spaces).
+fn changed(was: &str, now: &str) -> Vec<std::ops::Range<usize>> {
+    let mut runs: Vec<std::ops::Range<usize>> = Vec::new();
+    for (i, (a, b)) in was.bytes().zip(now.bytes()).enumerate() {
+        if a == b {
+            continue;
+        }
+        match runs.last_mut() {
+            Some(run) if run.end == i => run.end = i + 1,
+            _ => runs.push(i..i + 1),
+        }
+    }
+    runs
 }
 
 /// `text` with the entry at `pos` blanked, and the keys that went with it. `None` when

@@ -24,10 +24,16 @@ struct Checker<'a> {
     text: &'a str,
     errors: Vec<Diagnostic>,
     warnings: Vec<Diagnostic>,
+    /// Entries blanked after a serde error (see `recover`).
+    blanked: Vec<Range<usize>>,
 }
 
 pub(super) fn validate(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
-    let Deserialized { raw, mut errors } = recover::deserialize(path, text);
+    let Deserialized {
+        raw,
+        mut errors,
+        blanked,
+    } = recover::deserialize(path, text);
     let Some(raw) = raw else {
         return Err(ConfigError::in_file_order(errors));
     };
@@ -37,6 +43,7 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
         text,
         errors: Vec::new(),
         warnings: Vec::new(),
+        blanked,
     };
     let config = c.config(raw);
     errors.append(&mut c.errors);
@@ -52,6 +59,15 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
 
 impl Checker<'_> {
     fn error(&mut self, span: Range<usize>, message: impl Into<String>) {
+        // What a blanked entry left behind (an empty split once its one weight was
+        // blanked) is the serde error's echo, already reported.
+        if self
+            .blanked
+            .iter()
+            .any(|b| span.start < b.end && b.start < span.end)
+        {
+            return;
+        }
         let d = Diagnostic::at(self.path, self.text, span, message);
         self.errors.push(d);
     }
