@@ -7,8 +7,7 @@ use super::fields::{self, Fields};
 /// For a backend's fields, which arrive without the standard hop-by-hop fields
 /// already: takes out `Connection` and every field it names.
 pub(crate) fn strip_connection_named(fields: &mut Fields) {
-    let named: Vec<Vec<u8>> = connection_named(fields)
-        .into_iter()
+    let named: Vec<Vec<u8>> = connection_named(fields.all("connection"))
         .map(<[u8]>::to_vec)
         .collect();
     fields.retain(|name, _| {
@@ -16,14 +15,13 @@ pub(crate) fn strip_connection_named(fields: &mut Fields) {
     });
 }
 
-/// The field names a head's `Connection` fields list, beyond `close` and `keep-alive`
-/// (which name none): those fields are hop-by-hop too.
-pub(crate) fn connection_named(fields: &Fields) -> Vec<&[u8]> {
-    fields
-        .all("connection")
-        .flat_map(tokens)
-        .filter(|t| !is_std_hop(t))
-        .collect()
+/// The field names a head's `Connection` field values list, beyond `close` and
+/// `keep-alive` (which name none): those fields are hop-by-hop too. The one reading of
+/// `Connection` for both directions.
+pub(crate) fn connection_named<'a>(
+    values: impl Iterator<Item = &'a [u8]>,
+) -> impl Iterator<Item = &'a [u8]> {
+    values.flat_map(tokens).filter(|t| !is_std_hop(t))
 }
 
 /// Whether a field is hop-by-hop by its name alone (any case): `Connection`,
@@ -75,7 +73,7 @@ pub(crate) fn connection_upgrade(connection: &[u8]) -> bool {
 }
 
 /// The comma-separated tokens of a field value, blanks trimmed, empty ones skipped.
-pub(crate) fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value
         .split(|&b| b == b',')
         .map(<[u8]>::trim_ascii)

@@ -58,11 +58,10 @@ where
     I: Iterator<Item = Field<'f>>,
 {
     let named: SmallVec<[&[u8]; 4]> = if may_name {
-        fields()
+        let values = fields()
             .filter(|f| fields::name_is(f.name, b"connection"))
-            .flat_map(|f| hop::tokens(f.value))
-            .filter(|t| !hop::is_std_hop(t))
-            .collect()
+            .map(|f| f.value);
+        hop::connection_named(values).collect()
     } else {
         SmallVec::new()
     };
