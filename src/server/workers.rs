@@ -3,7 +3,7 @@
 //! the kernel spreads connections and a connection's requests, its upstream
 //! connections and their wake-ups all stay on one thread.
 //!
-//! Worker 0 is the runtime that called [`super::start`]; it also runs the admin
+//! Worker 0 is the runtime that called [`crate::app::start`]; it also runs the admin
 //! listener, health probes and reloads.
 
 use std::net::SocketAddr;
