@@ -13,8 +13,8 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::app::Shared;
 use crate::proxy::ProxyBody;
+use crate::state::Shared;
 
 /// Serves admin requests until `stop` flips.
 pub(crate) async fn serve(

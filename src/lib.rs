@@ -2,7 +2,7 @@
 //! weight, live, keeping cold backends out of rotation until they are warm.
 //!
 //! Modules, each owning one thing:
-//! [`app`] (start-up, the shared state, shutdown) ·
+//! [`app`] (start-up and shutdown) · [`state`] (what the running parts share) ·
 //! [`config`] (schema, validation, loading) ·
 //! [`routing`] (the snapshot a reload swaps: routes, pools, pickers) ·
 //! [`balance`] (pool and backend picks) ·
@@ -71,5 +71,6 @@ mod proxy;
 pub mod reload;
 pub mod routing;
 mod server;
+mod state;
 mod upstream;
 mod worker;

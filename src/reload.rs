@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::app::Shared;
 use crate::config::{self, ConfigError};
 use crate::routing::Snapshot;
+use crate::state::Shared;
 
 /// What a reload ends in: the new generation, or the errors that kept the old config.
 type Outcome = Result<u64, ConfigError>;

@@ -1,9 +1,7 @@
 //! Start-up and shutdown, in one room: builds the shared state and the first snapshot,
 //! starts the admin listener, the proxy listeners and the reload task, and stops them
-//! in order. The parts it starts are handed what they need and never import this
-//! module's wiring (they read [`Shared`]).
-
-mod state;
+//! in order. The parts it starts are handed the [`Shared`] state it makes, whose type
+//! lives in [`crate::state`], so that none of them imports this module.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -15,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use state::Shared;
+pub use crate::state::Shared;
 
 use crate::config::{Config, ConfigError};
 use crate::health::Registry;

@@ -25,9 +25,9 @@ use tokio::time::Instant;
 
 use super::guard::{ConnShared, GuardLimits, Guarded};
 use super::{inflight, plain};
-use crate::app::Shared;
 use crate::http1::{fields, framing};
 use crate::proxy::{Client, Proxy};
+use crate::state::Shared;
 
 /// hyper's per-connection buffer limit; its default (~400 KiB) multiplies badly with
 /// many concurrent large responses.

@@ -14,8 +14,8 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
 use super::guard::ConnShared;
-use crate::app::Shared;
 use crate::proxy::ProxyBody;
+use crate::state::Shared;
 
 /// Decrements both counters when dropped.
 #[derive(Debug)]

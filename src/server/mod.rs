@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::app::Shared;
+use crate::state::Shared;
 
 /// The proxy listeners of a running cutover, and the workers serving them.
 #[derive(Debug)]

@@ -27,10 +27,10 @@ use tokio::time::Instant;
 use super::guard::{self, GuardLimits};
 use super::inflight;
 use super::response::{error_answer, linger, maybe_unread, write_response};
-use crate::app::Shared;
 use crate::http1::fields::{self, Fields};
 use crate::http1::framing::{self, Scan};
 use crate::proxy::{Client, Proxy, ProxyError, RawRequest, Sent};
+use crate::state::Shared;
 
 /// What the connection does after this server let go of it.
 #[derive(Debug)]

@@ -14,7 +14,7 @@ use anyhow::Context as _;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 
-use crate::app::Shared;
+use crate::state::Shared;
 
 /// Binds `addr` once per worker with `SO_REUSEPORT`. The first bind fixes the port, so
 /// port 0 gives every worker the same kernel-chosen port.

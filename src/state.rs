@@ -1,4 +1,6 @@
-//! The state the parts of a running cutover share, made once by [`super::start`].
+//! The state the parts of a running cutover share: made once by [`crate::app::start`],
+//! read by the listeners, the admin endpoints and the reload task. A leaf: it imports
+//! none of them, so none of them needs `app`.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::Arc;
