@@ -45,16 +45,14 @@ pub(crate) fn is_std_hop(v: &[u8]) -> bool {
     v.eq_ignore_ascii_case(b"close") || v.eq_ignore_ascii_case(b"keep-alive")
 }
 
-/// Whether a head's fields ask to switch protocols (WebSocket and friends): an `Upgrade`
-/// offering something other than h2c, and `Connection: upgrade`.
-pub(crate) fn wants_upgrade<'a, I>(fields: impl Fn() -> I) -> bool
-where
-    I: Iterator<Item = (&'a [u8], &'a [u8])>,
-{
-    let any = |name: &[u8], rule: fn(&[u8]) -> bool| {
-        fields().any(|(n, v)| fields::name_is(n, name) && rule(v))
-    };
-    any(b"upgrade", switches) && any(b"connection", connection_upgrade)
+/// Whether a head asks to switch protocols (WebSocket and friends), given its `Upgrade`
+/// and its `Connection` field values: an offer of something other than h2c, and
+/// `Connection: upgrade`.
+pub(crate) fn wants_upgrade<'a>(
+    mut upgrade: impl Iterator<Item = &'a [u8]>,
+    mut connection: impl Iterator<Item = &'a [u8]>,
+) -> bool {
+    upgrade.any(switches) && connection.any(connection_upgrade)
 }
 
 // The framing guard and the proxy must read a request's Upgrade and Connection fields

@@ -112,7 +112,16 @@ impl Incoming for Request<hyper::body::Incoming> {
 
     fn wants_upgrade(&self) -> bool {
         Request::version(self) == Version::HTTP_11
-            && hop::wants_upgrade(|| Incoming::fields(self).map(|f| (f.name, f.value)))
+            && hop::wants_upgrade(
+                self.headers()
+                    .get_all(header::UPGRADE)
+                    .iter()
+                    .map(HeaderValue::as_bytes),
+                self.headers()
+                    .get_all(header::CONNECTION)
+                    .iter()
+                    .map(HeaderValue::as_bytes),
+            )
     }
 
     fn request_id(&self) -> RequestId {
