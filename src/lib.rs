@@ -72,5 +72,6 @@ pub mod reload;
 pub mod routing;
 mod server;
 mod state;
+pub mod status;
 mod upstream;
 mod worker;

@@ -42,8 +42,12 @@ pub(crate) fn spawn(path: PathBuf, shared: Arc<Shared>) -> Reloader {
         while let Some(reply) = rx.recv().await {
             let outcome = reload(&path, &shared).await;
             match &outcome {
-                Ok(generation) => tracing::info!(generation, "config reloaded"),
+                Ok(generation) => {
+                    shared.reloads.succeeded();
+                    tracing::info!(generation, "config reloaded");
+                }
                 Err(e) => {
+                    shared.reloads.failed(e.to_string());
                     for d in &e.errors {
                         d.log(tracing::Level::ERROR);
                     }

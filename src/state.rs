@@ -2,8 +2,8 @@
 //! read by the listeners, the admin endpoints and the reload task. A leaf: it imports
 //! none of them, so none of them needs `app`.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
@@ -28,6 +28,48 @@ pub struct Shared {
     pub connections: AtomicUsize,
     /// Woken when `connections` drops to zero, for draining.
     pub(crate) drained: tokio::sync::Notify,
+    /// How reloads went, for `/metrics` and `/status`.
+    pub(crate) reloads: Reloads,
+}
+
+/// Reloads counted by result, and the errors of the last one if it failed.
+#[derive(Debug, Default)]
+pub(crate) struct Reloads {
+    succeeded: AtomicU64,
+    failed: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+impl Reloads {
+    pub(crate) fn succeeded(&self) {
+        self.succeeded.fetch_add(1, Ordering::Relaxed);
+        *self.lock() = None;
+    }
+
+    pub(crate) fn failed(&self, error: String) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        *self.lock() = Some(error);
+    }
+
+    /// (successes, failures) since start.
+    pub(crate) fn counts(&self) -> (u64, u64) {
+        (
+            self.succeeded.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The errors of the last reload when it failed; `None` once one succeeds.
+    pub(crate) fn last_error(&self) -> Option<String> {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        match self.last_error.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
 }
 
 impl Shared {
@@ -39,6 +81,7 @@ impl Shared {
             in_flight: crate::worker::Count::default(),
             connections: AtomicUsize::new(0),
             drained: tokio::sync::Notify::new(),
+            reloads: Reloads::default(),
         })
     }
 }

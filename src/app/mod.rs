@@ -68,6 +68,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         shared.clone(),
         stopped.clone(),
     ));
+    tokio::spawn(crate::admin::sampler::run(shared.clone(), stopped.clone()));
     let listening = crate::server::listen(&shared, workers, &stopped)?;
     let reloader = crate::reload::spawn(path, shared.clone());
     // Every listener is bound (connections queue until accepted): ready before the log

@@ -19,6 +19,7 @@ pub(crate) use machine::{Event, Machine, State};
 pub(crate) use probe::spawn_probes;
 pub(crate) use settings::Settings;
 
+use crate::metrics::Series;
 use crate::upstream::ConnPool;
 
 /// One upstream address in one pool.
@@ -46,6 +47,9 @@ pub struct Backend {
     recent_failures: AtomicU32,
     /// Idle keep-alive connections to this backend; they outlive reloads with it.
     pub conns: ConnPool,
+    /// Its attempts by outcome and their latency; kept across reloads with it, gone
+    /// with it.
+    pub(crate) stats: Series,
     epoch: Arc<AtomicU64>,
 }
 
@@ -181,6 +185,7 @@ impl Registry {
             machine: Mutex::new(m),
             recent_failures: AtomicU32::new(0),
             conns: ConnPool::default(),
+            stats: Series::new(),
             epoch: epoch.clone(),
         });
         map.insert(key, Arc::downgrade(&b));

@@ -1,16 +1,34 @@
-//! What one request came to, in one place: the seam where Prometheus series and the
-//! access log attach.
+//! What requests came to: the per-request [`Outcome`] and its [`record`] seam, the
+//! lock-free series that Prometheus and `/status` read, the last-minute windows, and
+//! the access log.
 //!
 //! The proxy fills an [`Outcome`] as the request goes and hands it to [`record`] once
-//! the response head is ready to leave.
+//! the response head is ready to leave; each backend attempt is counted on the
+//! backend's own [`Series`] as it ends. Which series a request counts in is settled
+//! when the snapshot is built (one per route and pool, one per backend), so recording
+//! neither locks nor hashes a label. The admin listener reads them
+//! ([`exposition`] for `/metrics`).
 
 pub(crate) mod access_log;
+pub(crate) mod exposition;
+mod series;
+mod window;
+
+pub(crate) use series::{Failure, Series};
+pub use window::WINDOW;
+pub(crate) use window::{Stats, TICK};
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// The route/pool label for a request that matched nothing.
 pub(crate) const NONE: &str = "none";
+
+/// A weight as the outside sees it: pool capacities are kept as `f32`, whose
+/// `8.899999856948853` helps nobody reading a dashboard.
+pub(crate) fn tidy(weight: f64) -> f64 {
+    (weight * 1e6).round() / 1e6
+}
 
 /// Everything known about one request when its response head leaves. Names are
 /// borrowed from the request's snapshot: counting references to shared names on every
@@ -29,6 +47,8 @@ pub struct Outcome<'s> {
     pub upstream: Option<Duration>,
     /// Backends tried, the successful one included.
     pub(crate) attempts: u32,
+    /// Where the request counts: its route and pool's series, or the unrouted one.
+    pub(crate) series: Option<&'s Series>,
 }
 
 impl Outcome<'_> {
@@ -42,13 +62,17 @@ impl Outcome<'_> {
             error: None,
             upstream: None,
             attempts: 0,
+            series: None,
         }
     }
 }
 
-/// Records one finished request. Today it only traces; metrics and the access log
-/// build on this call.
+/// Records one finished request in its series: its status, and the time from its
+/// arrival to now, when its response head is ready to leave.
 pub fn record(o: &Outcome) {
+    if let Some(series) = o.series {
+        series.observe(o.status, o.started.elapsed());
+    }
     tracing::trace!(
         route = o.route.unwrap_or(NONE),
         pool = o.pool.unwrap_or(NONE),

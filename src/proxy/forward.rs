@@ -18,7 +18,7 @@ use super::body::ProxyBody;
 use super::error::ProxyError;
 use super::reply::Reply;
 use crate::http1::hop;
-use crate::metrics::Outcome;
+use crate::metrics::{Failure, Outcome};
 use crate::routing::{Route, Snapshot};
 use crate::upstream::{
     self, Exchange, Head, InFlight, Outgoing, UpstreamBody, UpstreamError, UpstreamRequestBody,
@@ -92,6 +92,7 @@ pub(super) async fn forward<'s>(
         outcome.attempts += 1;
         let backend = &pool.backends.members()[member].backend;
         outcome.pool = Some(&pool.name);
+        outcome.series = Some(route.series(Some(pool_i)));
         outcome.backend = Some(backend.addr);
         let in_flight = backend.conns.start();
 
@@ -108,6 +109,7 @@ pub(super) async fn forward<'s>(
         let conn = match conn {
             Ok(conn) => conn,
             Err(e) => {
+                backend.stats.count(Failure::ConnectError as u16);
                 tracing::warn!(pool = %pool.name, backend = %backend.addr, error = %e, "connect failed");
                 backend.report_failure(pool.backends.may_eject(pool.config.eject.max_percent));
                 last_error = ProxyError::ConnectFailed(e);
@@ -122,9 +124,11 @@ pub(super) async fn forward<'s>(
         let sent = (!has_body).then_some(now);
         let result = head_within(limits.response_timeout, sent, &mut exchange).await;
         let head_at = Instant::now();
-        outcome.upstream = Some(head_at.saturating_duration_since(now));
+        let took = head_at.saturating_duration_since(now);
+        outcome.upstream = Some(took);
         let e = match result {
             Some(Ok(head)) => {
+                backend.stats.observe(head.status.as_u16(), took);
                 backend.report_success();
                 return Ok(Answer {
                     head,
@@ -134,6 +138,7 @@ pub(super) async fn forward<'s>(
                 });
             }
             None => {
+                backend.stats.observe(Failure::Timeout as u16, took);
                 backend.report_failure(pool.backends.may_eject(pool.config.eject.max_percent));
                 return Err(ProxyError::UpstreamTimeout);
             }
@@ -148,6 +153,11 @@ pub(super) async fn forward<'s>(
             continue;
         }
         let answered = e.answered();
+        let failure = match e {
+            UpstreamError::Malformed(_) => Failure::BadResponse,
+            _ => Failure::Reset,
+        };
+        backend.stats.observe(failure as u16, took);
         let err = ProxyError::from_upstream(e);
         tracing::warn!(pool = %pool.name, backend = %backend.addr, error = %err, "upstream failed");
         backend.report_failure(pool.backends.may_eject(pool.config.eject.max_percent));

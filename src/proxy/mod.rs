@@ -88,6 +88,7 @@ impl Proxy {
         client: &Client,
     ) -> Reply {
         let mut outcome = Outcome::new(Instant::now());
+        outcome.series = Some(&snapshot.unrouted);
         let request_id = req.request_id();
         let upgrade = req.wants_upgrade();
         let log_line = snapshot.config.access_log.then(|| access_log::RequestLine {
@@ -144,6 +145,7 @@ async fn route_and_forward<'s>(
         .route(host, req.uri().path())
         .ok_or(ProxyError::NoRoute)?;
     outcome.route = Some(&route.name);
+    outcome.series = Some(route.series(None));
     // 3. Pool.
     let keys = PickKeys {
         override_pool: route
@@ -162,6 +164,7 @@ async fn route_and_forward<'s>(
         Ok(i) => i,
         Err(none) => {
             outcome.pool = none.pool.map(|i| &*route.split[i].0.name);
+            outcome.series = Some(route.series(none.pool));
             return Err(ProxyError::NoReadyBackend);
         }
     };

@@ -7,13 +7,14 @@
 mod table;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use rand::Rng;
 
 use crate::balance::{self, BackendSet, Member};
 use crate::config::{Config, KeySource, PoolConfig, RouteConfig, Target};
 use crate::health::{self, Machine, Registry, Settings};
+use crate::metrics::Series;
 pub(crate) use table::RouteTable;
 
 /// One generation of the live configuration.
@@ -21,8 +22,13 @@ pub(crate) use table::RouteTable;
 pub struct Snapshot {
     pub config: Arc<Config>,
     pub generation: u64,
+    /// When this config was loaded (for `/status` and the reload timestamp).
+    pub loaded_at: SystemTime,
     pub routes: Vec<Route>,
     pub pools: Vec<Arc<Pool>>,
+    /// Where requests that matched no route count (`route="none"`); kept across
+    /// reloads.
+    pub(crate) unrouted: Arc<Series>,
     table: RouteTable,
 }
 
@@ -43,6 +49,10 @@ pub struct Route {
     pub split: Vec<(Arc<Pool>, u32)>,
     /// The weight each split entry has now: configured, or still climbing to it.
     weights: Vec<Weight>,
+    /// The series requests count in: one per split entry, then one for requests that
+    /// got no pool (`pool="none"`). A (route, pool) that stays across a reload keeps
+    /// its series; one that goes takes its series with it.
+    series: Vec<Arc<Series>>,
 }
 
 /// A split weight, possibly ramping up after a reload raised it.
@@ -119,6 +129,7 @@ impl Snapshot {
                     previous.and_then(|p| p.routes.iter().find(|r| r.config.name == rc.name));
                 let mut split = Vec::new();
                 let mut weights = Vec::new();
+                let mut series = Vec::new();
                 for (name, w) in &rc.split {
                     let Some(pool) = pools.iter().find(|p| &*p.name == name.as_str()) else {
                         continue;
@@ -126,12 +137,19 @@ impl Snapshot {
                     split.push((pool.clone(), *w));
                     let old = before.map(|r| r.weight_of(name, now));
                     weights.push(Weight::after_reload(old, *w, rc.ramp_up, now));
+                    series.push(
+                        before
+                            .and_then(|r| r.series_of(Some(name)))
+                            .unwrap_or_default(),
+                    );
                 }
+                series.push(before.and_then(|r| r.series_of(None)).unwrap_or_default());
                 Route {
                     name: Arc::from(rc.name.as_str()),
                     config: rc.clone(),
                     split,
                     weights,
+                    series,
                 }
             })
             .collect();
@@ -139,8 +157,10 @@ impl Snapshot {
             table: RouteTable::build(&config.routes),
             config: Arc::new(config),
             generation,
+            loaded_at: SystemTime::now(),
             routes,
             pools,
+            unrouted: previous.map_or_else(Default::default, |p| p.unrouted.clone()),
         }
     }
 
@@ -200,6 +220,29 @@ impl Route {
                 };
                 (pool, eff)
             })
+    }
+
+    /// The series of split entry `pool`, or of requests that got no pool.
+    pub(crate) fn series(&self, pool: Option<usize>) -> &Series {
+        let none = self.series.len() - 1;
+        &self.series[pool.unwrap_or(none).min(none)]
+    }
+
+    /// The series of the split entry named `pool` (`None`: the no-pool series), to
+    /// carry over to the next snapshot.
+    fn series_of(&self, pool: Option<&str>) -> Option<Arc<Series>> {
+        match pool {
+            Some(name) => {
+                let i = self.split.iter().position(|(p, _)| &*p.name == name)?;
+                self.series.get(i).cloned()
+            }
+            None => self.series.last().cloned(),
+        }
+    }
+
+    /// The series of each split entry, in split order, then the no-pool one.
+    pub(crate) fn all_series(&self) -> &[Arc<Series>] {
+        &self.series
     }
 
     /// The split weight of `pool` at `now` (0 when the pool is not in the split).

@@ -1,0 +1,76 @@
+//! `GET /metrics`: walks the live snapshot and writes every series with its labels.
+//! Runs off the workers (see [`super::serve`]): with thousands of backends it takes
+//! milliseconds.
+
+use std::sync::atomic::Ordering;
+use std::time::UNIX_EPOCH;
+
+use crate::metrics::exposition::{Exposition, Family};
+use crate::metrics::{tidy, NONE};
+use crate::state::Shared;
+
+pub(super) fn render(shared: &Shared) -> String {
+    let snapshot = shared.live.load_full();
+    let mut e = Exposition::new();
+    for route in &snapshot.routes {
+        for (i, series) in route.all_series().iter().enumerate() {
+            let pool = route.split.get(i).map_or(NONE, |(p, _)| &*p.name);
+            let labels = [("route", &*route.name), ("pool", pool)];
+            let totals = series.totals();
+            e.codes(Family::Requests, &labels, "code", &totals);
+            // Every pool of the split has its histogram from the start, so that a
+            // rate over it has a zero to start from; `pool="none"` once it counts.
+            if i < route.split.len() || totals.count() > 0 {
+                e.histogram(Family::RequestDuration, &labels, &totals);
+            }
+        }
+        for ((pool, weight), (_, effective)) in route.split.iter().zip(route.effective_split()) {
+            let labels = [("route", &*route.name), ("pool", &*pool.name)];
+            e.gauge(Family::RouteSplitWeight, &labels, f64::from(*weight));
+            e.gauge(Family::PoolEffectiveWeight, &labels, tidy(effective));
+        }
+    }
+    let unrouted = snapshot.unrouted.totals();
+    if unrouted.count() > 0 {
+        let labels = [("route", NONE), ("pool", NONE)];
+        e.codes(Family::Requests, &labels, "code", &unrouted);
+        e.histogram(Family::RequestDuration, &labels, &unrouted);
+    }
+    for pool in &snapshot.pools {
+        for m in pool.backends.members() {
+            let b = &m.backend;
+            let labels = [("pool", &*pool.name), ("backend", b.authority.as_str())];
+            let totals = b.stats.totals();
+            e.codes(Family::UpstreamRequests, &labels, "outcome", &totals);
+            e.histogram(Family::UpstreamDuration, &labels, &totals);
+            let effective = tidy(f64::from(m.weight) * b.factor());
+            e.gauge(
+                Family::BackendUp,
+                &labels,
+                f64::from(u8::from(effective > 0.0)),
+            );
+            e.gauge(Family::BackendEffectiveWeight, &labels, effective);
+        }
+    }
+    let (succeeded, failed) = shared.reloads.counts();
+    e.counter(
+        Family::ConfigReloads,
+        &[("result", "success")],
+        succeeded as f64,
+    );
+    e.counter(
+        Family::ConfigReloads,
+        &[("result", "failure")],
+        failed as f64,
+    );
+    e.gauge(Family::ConfigGeneration, &[], snapshot.generation as f64);
+    let loaded = snapshot
+        .loaded_at
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    e.gauge(Family::ConfigLastReloadSuccess, &[], loaded);
+    e.gauge(Family::Inflight, &[], shared.in_flight.get() as f64);
+    let connections = shared.connections.load(Ordering::Relaxed);
+    e.gauge(Family::ClientConnections, &[], connections as f64);
+    e.encode()
+}

@@ -1,0 +1,46 @@
+//! Samples every live series' totals each [`TICK`], so that `/status` can tell the
+//! last minute from all time. Runs on worker 0 beside the admin listener; a tick
+//! reads each series once and takes no lock a request takes.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::watch;
+
+use crate::metrics::{Series, TICK};
+use crate::state::Shared;
+
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<Option<std::time::Duration>>,
+) {
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tick.tick() => sample(&shared),
+        }
+    }
+}
+
+fn sample(shared: &Shared) {
+    let snapshot = shared.live.load_full();
+    let now = Instant::now();
+    let routes = snapshot.routes.iter().flat_map(|r| r.all_series().iter());
+    let backends = snapshot
+        .pools
+        .iter()
+        .flat_map(|p| p.backends.members().iter().map(|m| &m.backend.stats));
+    for series in routes.map(|s| &**s).chain(backends) {
+        push(series, now);
+    }
+}
+
+fn push(series: &Series, now: Instant) {
+    let totals = series.totals();
+    match series.window.lock() {
+        Ok(mut ring) => ring.push(now, &totals),
+        Err(poisoned) => poisoned.into_inner().push(now, &totals),
+    }
+}

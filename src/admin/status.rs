@@ -1,0 +1,133 @@
+//! `GET /status`: the live snapshot, the backends' state and the last minute of
+//! traffic, as the [`crate::status::Status`] document.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use crate::metrics::{self, Series, Stats, WINDOW};
+use crate::routing::{Route, Snapshot};
+use crate::state::Shared;
+use crate::status::{self, Status, Window};
+
+pub(super) fn document(shared: &Shared) -> Status {
+    let snapshot = shared.live.load_full();
+    let now = Instant::now();
+    let routes: Vec<(status::Route, Vec<(String, Stats)>)> =
+        snapshot.routes.iter().map(|r| route(r, now)).collect();
+    let pools = pools(&snapshot, &routes, now);
+    Status {
+        generation: snapshot.generation,
+        config_path: snapshot.config.path.display().to_string(),
+        loaded_at: humantime::format_rfc3339_seconds(snapshot.loaded_at).to_string(),
+        last_reload_error: shared.reloads.last_error(),
+        window_seconds: WINDOW.as_secs(),
+        routes: routes.into_iter().map(|(r, _)| r).collect(),
+        pools,
+    }
+}
+
+/// A route's document, and its window per pool name for the pools' sums.
+fn route(r: &Route, now: Instant) -> (status::Route, Vec<(String, Stats)>) {
+    let c = &r.config;
+    let hosts = c
+        .hosts
+        .iter()
+        .map(|h| match h {
+            crate::config::HostPattern::Exact(h) => h.clone(),
+            crate::config::HostPattern::Suffix(s) => format!("*{s}"),
+        })
+        .collect();
+    let split = r
+        .split
+        .iter()
+        .map(|(p, w)| (p.name.to_string(), *w))
+        .collect();
+    let effective_split = r
+        .effective_split()
+        .map(|(p, w)| (p.name.to_string(), metrics::tidy(w)))
+        .collect();
+    let mut by_pool = Vec::new();
+    for (i, series) in r.all_series().iter().enumerate() {
+        let name = r
+            .split
+            .get(i)
+            .map_or(metrics::NONE, |(p, _)| &*p.name)
+            .to_owned();
+        let stats = window(series, now);
+        // Requests that got no pool are listed only when there were some.
+        if i < r.split.len() || stats.requests > 0 {
+            by_pool.push((name, stats));
+        }
+    }
+    let traffic = by_pool
+        .iter()
+        .map(|(name, st)| (name.clone(), figures(st)))
+        .collect();
+    let doc = status::Route {
+        name: r.name.to_string(),
+        hosts,
+        path_prefix: if c.path_prefix.is_empty() {
+            "/".to_owned()
+        } else {
+            c.path_prefix.clone()
+        },
+        split,
+        effective_split,
+        traffic,
+    };
+    (doc, by_pool)
+}
+
+fn pools(
+    snapshot: &Snapshot,
+    routes: &[(status::Route, Vec<(String, Stats)>)],
+    now: Instant,
+) -> Vec<status::Pool> {
+    let mut sums: BTreeMap<&str, Stats> = BTreeMap::new();
+    for (name, st) in routes.iter().flat_map(|(_, by_pool)| by_pool) {
+        sums.entry(name).or_default().add(st);
+    }
+    snapshot
+        .pools
+        .iter()
+        .map(|p| status::Pool {
+            name: p.name.to_string(),
+            window: figures(&sums.get(&*p.name).copied().unwrap_or_default()),
+            backends: p
+                .backends
+                .members()
+                .iter()
+                .map(|m| {
+                    let b = &m.backend;
+                    status::Backend {
+                        addr: b.addr.to_string(),
+                        state: b.state().as_str().to_owned(),
+                        weight: m.weight,
+                        effective_weight: metrics::tidy(f64::from(m.weight) * b.factor()),
+                        in_flight: b.conns.in_flight() as u64,
+                        window: figures(&window(&b.stats, now)),
+                    }
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+fn window(series: &Series, now: Instant) -> Stats {
+    let totals = series.totals();
+    match series.window.lock() {
+        Ok(ring) => ring.stats(now, &totals),
+        Err(poisoned) => poisoned.into_inner().stats(now, &totals),
+    }
+}
+
+fn figures(st: &Stats) -> Window {
+    Window {
+        requests: st.requests,
+        request_rate: st.rate,
+        error_ratio: st.error_ratio().unwrap_or(0.0),
+        p50: st.quantile(0.5),
+        p95: st.quantile(0.95),
+        p99: st.quantile(0.99),
+    }
+}
