@@ -160,7 +160,7 @@ async fn serve_h1(
     limits: GuardLimits,
     stop: &mut watch::Receiver<Option<Duration>>,
 ) -> Option<(TcpStream, BytesMut, Instant)> {
-    let conn_shared = ConnShared::new();
+    let conn_shared = ConnShared::new(shared.live.load().unrouted.clone());
     let io = TokioIo::new(Guarded::resume(
         stream,
         carried,
@@ -233,7 +233,7 @@ async fn serve_h2(
     limits: GuardLimits,
     mut stop: watch::Receiver<Option<Duration>>,
 ) {
-    let conn_shared = ConnShared::new();
+    let conn_shared = ConnShared::new(shared.live.load().unrouted.clone());
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     // The proxy measures each header list against `max_header_bytes` itself, so that
     // its 431 carries `x-cutover-error`; h2 only refuses one twice that size (HPACK

@@ -15,6 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::http1::{date, fields};
+use crate::metrics::Series;
 use crate::proxy::{ProxyError, Reply};
 
 /// Response bytes gathered before a write; a body piece larger than the write-through
@@ -96,8 +97,10 @@ fn write_head(
 
 /// The proxy's answer to `e` as whole HTTP/1.1 bytes, for an error found before any
 /// request could be served (the connection closes after it). The same rendering and
-/// head writer as every other answer.
-pub(super) fn error_answer(e: &ProxyError) -> Bytes {
+/// head writer as every other answer. Counted in `unrouted`: a request refused before
+/// it could be routed is still an answer the client got.
+pub(super) fn error_answer(e: &ProxyError, unrouted: &Series) -> Bytes {
+    unrouted.count(e.status_and_kind().0.as_u16());
     let mut reply = e.reply();
     reply.close = true;
     let mut out = BytesMut::new();

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::metrics::Series;
+
 /// Per-connection facts the service writes and the guard reads.
 #[derive(Debug)]
 pub(crate) struct ConnShared {
@@ -19,16 +21,19 @@ pub(crate) struct ConnShared {
     /// the connection task then ends hyper's part and keeps only the socket.
     pub(super) parking: AtomicBool,
     pub(crate) park: tokio::sync::Notify,
+    /// Where the guard counts the requests it refuses itself.
+    pub(crate) unrouted: Arc<Series>,
 }
 
 impl ConnShared {
-    pub(crate) fn new() -> Arc<Self> {
+    pub(crate) fn new(unrouted: Arc<Series>) -> Arc<Self> {
         Arc::new(ConnShared {
             in_flight: AtomicUsize::new(0),
             last_done_ms: AtomicU64::new(0),
             opened: Instant::now(),
             parking: AtomicBool::new(false),
             park: tokio::sync::Notify::new(),
+            unrouted,
         })
     }
 

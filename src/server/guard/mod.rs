@@ -129,7 +129,7 @@ impl<IO> Guarded<IO> {
             FramingError::HeadTooLarge => ProxyError::HeadersTooLarge,
         };
         tracing::debug!(error = %e, "refused client bytes");
-        self.end_with(error_answer(&e));
+        self.end_with(error_answer(&e, &self.shared.unrouted));
         self.pending.clear();
         self.checked = 0;
     }
@@ -223,7 +223,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Guarded<IO> {
         }
         match want {
             Clock::Header => {
-                self.end_with(error_answer(&ProxyError::ClientTimeout));
+                self.end_with(error_answer(
+                    &ProxyError::ClientTimeout,
+                    &self.shared.unrouted,
+                ));
                 true
             }
             _ => {

@@ -16,7 +16,7 @@ const LIMITS: GuardLimits = GuardLimits {
 
 fn guarded() -> (DuplexStream, Guarded<DuplexStream>, Arc<ConnShared>) {
     let (client, server) = tokio::io::duplex(64 * 1024);
-    let shared = ConnShared::new();
+    let shared = ConnShared::new(Default::default());
     (client, Guarded::new(server, LIMITS, shared.clone()), shared)
 }
 
