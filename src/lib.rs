@@ -16,8 +16,9 @@
 //! [`upstream`] (the HTTP/1.1 client for backends: pooled connections, one exchange,
 //! the bodies it carries) ·
 //! [`reload`] (the one task that swaps configs) ·
-//! [`admin`] (health endpoints) ·
-//! [`metrics`] (the per-request outcome seam, the access log) ·
+//! [`admin`] (`/metrics`, `/status`, health endpoints; the sampler of the last minute) ·
+//! [`metrics`] (the per-request outcome seam, the lock-free series, the exposition's
+//! families, the access log) · [`status`] (the `/status` document, for both ends) ·
 //! [`worker`] (which worker thread runs; per-worker counts) ·
 //! [`cli`].
 //!
@@ -37,7 +38,8 @@
 //!    [`upstream`] sends the request over a pooled keep-alive connection from the
 //!    request's own task, and the proxy retries elsewhere when the rules allow.
 //! 7. The answer goes back through the server that has the client (its fields by one
-//!    rule, [`proxy::Reply::fields_out`]), and the outcome is recorded ([`metrics`]).
+//!    rule, [`proxy::Reply::fields_out`]), and the outcome is recorded in the
+//!    route and pool's series ([`metrics`]), which `/metrics` and `/status` read.
 //!
 //! Where to change what:
 //! - a header rule toward the backend: `proxy/head.rs` (the one writer); toward the
@@ -47,7 +49,10 @@
 //! - HTTP/1 parsing and framing: [`http1::framing`] (the guard and the plain server
 //!   both follow it), and its smuggling tests in `tests/smuggling.rs`,
 //!   `tests/desync.rs` and `server/props.rs`.
-//! - a metric: [`metrics::record`] is handed every request's outcome.
+//! - a metric: [`metrics::record`] is handed every request's outcome, and each backend
+//!   attempt is counted in `proxy/forward.rs`; which series a request counts in is
+//!   fixed when [`routing::Snapshot::build`] runs; a family's name, type and help are
+//!   in `metrics/exposition.rs`, and `admin/metrics.rs` walks the snapshot to fill it.
 //! - an admin endpoint: [`admin`].
 //! - a config key: `config/raw.rs` (the file's shape), `config/validate.rs` (its
 //!   checks and defaults), then the domain type in [`config`].
