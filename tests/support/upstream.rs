@@ -2,7 +2,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,7 +18,9 @@ use tokio::net::TcpListener;
 
 /// A real HTTP server answering as `name`.
 ///
-/// - any path: 200, header `x-upstream: NAME`, body = the request head as received
+/// - any path: 200, header `x-upstream: NAME`, body = the request head as received;
+///   after [`Upstream::with_delay`], that much later; after [`Upstream::failing_one_in`],
+///   a 500 instead for every Nth request counted in `hits`
 /// - `/ready`: the status in `ready_status` (200 by default)
 /// - `/slow/MS`: answers after MS milliseconds
 /// - `/bytes/N`: streams N bytes
@@ -32,6 +34,10 @@ pub struct Upstream {
     pub ready_status: Arc<AtomicU16>,
     /// Request heads as received, most recent last.
     pub seen: Arc<Mutex<Vec<String>>>,
+    /// Milliseconds to wait before answering on the catch-all path.
+    pub delay_ms: Arc<AtomicU64>,
+    /// Every Nth request counted in `hits` gets a 500 on the catch-all path; 0 = never.
+    pub fail_one_in: Arc<AtomicUsize>,
 }
 
 type Body = BoxBody<Bytes, hyper::Error>;
@@ -47,6 +53,8 @@ impl Upstream {
             hits: Arc::new(AtomicUsize::new(0)),
             ready_status: Arc::new(AtomicU16::new(200)),
             seen: Arc::new(Mutex::new(Vec::new())),
+            delay_ms: Arc::new(AtomicU64::new(0)),
+            fail_one_in: Arc::new(AtomicUsize::new(0)),
         };
         let me = up.clone();
         tokio::spawn(async move {
@@ -69,6 +77,20 @@ impl Upstream {
         up
     }
 
+    /// Answers the catch-all path `delay` late: a slower environment.
+    pub fn with_delay(self, delay: Duration) -> Upstream {
+        self.delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
+        self
+    }
+
+    /// Answers every `n`th request counted in `hits` with a 500 on the catch-all path: a
+    /// known error ratio.
+    pub fn failing_one_in(self, n: usize) -> Upstream {
+        self.fail_one_in.store(n, Ordering::SeqCst);
+        self
+    }
+
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
     }
@@ -89,7 +111,7 @@ impl Upstream {
                 .unwrap_or(StatusCode::OK);
             return self.reply(status, full("ready"));
         }
-        self.hits.fetch_add(1, Ordering::SeqCst);
+        let hit = self.hits.fetch_add(1, Ordering::SeqCst) + 1;
         let mut head = format!("{} {} {:?}\n", req.method(), req.uri(), req.version());
         for (k, v) in req.headers() {
             head.push_str(&format!("{}: {}\n", k, v.to_str().unwrap_or("?")));
@@ -162,6 +184,14 @@ impl Upstream {
         if path == "/echo" {
             let body = req.into_body().boxed();
             return self.reply(StatusCode::OK, body);
+        }
+        let delay = self.delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        let fail_one_in = self.fail_one_in.load(Ordering::SeqCst);
+        if fail_one_in > 0 && hit.is_multiple_of(fail_one_in) {
+            return self.reply(StatusCode::INTERNAL_SERVER_ERROR, full("injected failure"));
         }
         self.reply(StatusCode::OK, full(&head))
     }
