@@ -101,6 +101,12 @@ fn each_validation_rule() {
         "every split weight at 0",
     );
     assert_error("[pools.p]\nbackends = []\n", 2, "no backends");
+    // `none` is the metrics' label for no route: a route of that name would share it.
+    assert_error(
+        &format!("{POOL}[[routes]]\nname = \"none\"\nsplit = {{ p = 1 }}\n"),
+        4,
+        "\"none\" cannot be a route name",
+    );
     assert_error(
         "[pools.p]\nbackends = [\"10.0.0.1\"]\n",
         2,

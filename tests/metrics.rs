@@ -57,7 +57,7 @@ async fn scrape(admin: SocketAddr) -> Exposition {
     assert_eq!(r.status, 200);
     assert_eq!(
         r.header("content-type"),
-        Some("text/plain; version=0.0.4"),
+        Some("text/plain; version=0.0.4; charset=utf-8"),
         "the text format's content type"
     );
     let scrape = Scrape::parse(r.body.lines().map(|l| Ok(l.to_owned()))).expect("parse");

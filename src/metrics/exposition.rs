@@ -10,8 +10,9 @@ use prometheus::{Encoder as _, TextEncoder};
 
 use super::series::{code_label, Totals, BUCKETS};
 
-/// The content type of the exposition.
-pub(crate) const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
+/// The content type of the exposition: the text format's, with the charset of the
+/// label values (route and pool names) said, as Prometheus's own client libraries do.
+pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Every family cutover exports, in the order of DESIGN's table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -26,6 +26,9 @@ impl Checker<'_> {
             let name = r.name.get_ref().clone();
             if name.is_empty() {
                 self.error(r.name.span(), "route name cannot be empty");
+            } else if name == "none" {
+                // The metrics' label for requests that matched no route.
+                self.error(r.name.span(), "\"none\" cannot be a route name");
             } else if names.insert(name.clone(), ()).is_some() {
                 self.error(r.name.span(), format!("duplicate route name {name:?}"));
             }
