@@ -49,6 +49,9 @@ pub struct Outcome<'s> {
     pub(crate) attempts: u32,
     /// Where the request counts: its route and pool's series, or the unrouted one.
     pub(crate) series: Option<&'s Series>,
+    /// When the backend's response head arrived: the answer leaves microseconds later,
+    /// so [`record`] takes this instead of reading the clock once more.
+    pub(crate) answered: Option<Instant>,
 }
 
 impl Outcome<'_> {
@@ -63,15 +66,17 @@ impl Outcome<'_> {
             upstream: None,
             attempts: 0,
             series: None,
+            answered: None,
         }
     }
 }
 
 /// Records one finished request in its series: its status, and the time from its
-/// arrival to now, when its response head is ready to leave.
+/// arrival to its response head (the backend's, or now for the proxy's own answer).
 pub fn record(o: &Outcome) {
     if let Some(series) = o.series {
-        series.observe(o.status, o.started.elapsed());
+        let end = o.answered.unwrap_or_else(Instant::now);
+        series.observe(o.status, end.saturating_duration_since(o.started));
     }
     tracing::trace!(
         route = o.route.unwrap_or(NONE),

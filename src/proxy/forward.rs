@@ -129,6 +129,7 @@ pub(super) async fn forward<'s>(
         let e = match result {
             Some(Ok(head)) => {
                 backend.stats.observe(head.status.as_u16(), took);
+                outcome.answered = Some(head_at.into_std());
                 backend.report_success();
                 return Ok(Answer {
                     head,
