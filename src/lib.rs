@@ -19,7 +19,7 @@
 //! [`admin`] (health endpoints) ·
 //! [`metrics`] (the per-request outcome seam, the access log) ·
 //! [`worker`] (which worker thread runs; per-worker counts) ·
-//! [`cli`].
+//! [`cli`] (`run`, `check`, `demo`; `status` reads `/status` back as a table).
 //!
 //! The path of one request:
 //! 1. [`server`] accepts the connection. A head without a body is parsed once, under
