@@ -20,7 +20,7 @@
 //! [`metrics`] (the per-request outcome seam, the lock-free series, the exposition's
 //! families, the access log) · [`status`] (the `/status` document, for both ends) ·
 //! [`worker`] (which worker thread runs; per-worker counts) ·
-//! [`cli`].
+//! [`cli`] (`run`, `check`, `demo`; `status` reads `/status` back as a table).
 //!
 //! The path of one request:
 //! 1. [`server`] accepts the connection. A head without a body is parsed once, under

@@ -103,14 +103,37 @@ pub(super) fn run() -> ExitCode {
              \n      then its share grows over a 20s slow start\
              \n  curl -s -H 'x-cutover-pool: k8s' http://{proxy}/     a tester forcing the new pool\
              \n  curl -s http://{admin}/readyz\
+             \n\nWatch it live, from another terminal:\
+             \n\n  {exe} status --admin http://{admin} --watch 1\
+             \n      the k8s pool warming (no share), then taking its share as its pods\
+             \n      slow-start; per route, pool and backend: req/s, errors, p50/p95/p99\
+             \n  curl -s http://{admin}/metrics     the same figures for Prometheus\
              \n\nShift traffic: edit `split = {{ ecs = 90, k8s = 10 }}` in {cfg}\
              \n(say ecs = 50, k8s = 50), then `kill -HUP {pid}`. Roll back the same way.\
              \n\nCtrl-C stops the demo.\n",
             admin = running.admin_addr,
             cfg = config_path.display(),
             w = WARMUP.as_secs(),
+            exe = this_binary(),
         );
     })
+}
+
+/// This binary's path, quoted for a POSIX shell when it needs it, so that the status
+/// command the tour prints can be pasted as it is; plain `cutover` when unknown.
+fn this_binary() -> String {
+    let Some(path) = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.to_str().map(str::to_owned))
+    else {
+        return "cutover".to_owned();
+    };
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+:@,=".contains(c);
+    if path.chars().all(plain) {
+        path
+    } else {
+        format!("'{}'", path.replace('\'', r"'\''"))
+    }
 }
 
 /// A demo upstream answering as `env`; k8s ones are cold for `WARMUP`.

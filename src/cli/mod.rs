@@ -1,6 +1,7 @@
-//! The command line: `run`, `check` and `demo`, and the logging they share.
+//! The command line: `run`, `check`, `demo` and `status`, and the logging they share.
 
 mod demo;
+mod status;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -44,6 +45,19 @@ enum Command {
     /// A self-contained tour: two built-in upstreams, the proxy on 127.0.0.1:8080,
     /// admin on 127.0.0.1:9900.
     Demo,
+    /// Print a running cutover's live state as a table: per route its split, per pool
+    /// and backend the state, weights, requests/s, error rate and latency.
+    Status {
+        /// The admin listener: `http://HOST:PORT`, or `HOST:PORT`.
+        #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:9900")]
+        admin: String,
+        /// Print the `/status` document as received (JSON) instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Redraw every SECS seconds until Ctrl-C.
+        #[arg(long, value_name = "SECS", value_parser = status::parse_every)]
+        watch: Option<u64>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -67,6 +81,7 @@ pub fn main() -> ExitCode {
             },
         ),
         Command::Demo => demo::run(),
+        Command::Status { admin, json, watch } => status::run(&status::Ask { admin, json, watch }),
     }
 }
 
