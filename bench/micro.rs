@@ -125,7 +125,7 @@ fn record(c: &mut Criterion) {
             o.route = Some(&route);
             o.pool = Some(&pool);
             o.status = 200;
-            metrics::record(black_box(&o));
+            metrics::record(black_box(&mut o));
         })
     });
 }

@@ -78,5 +78,6 @@ pub mod routing;
 mod server;
 mod state;
 pub mod status;
+mod sync;
 mod upstream;
 mod worker;

@@ -65,10 +65,7 @@ impl Reloads {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<String>> {
-        match self.last_error.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        crate::sync::lock(&self.last_error)
     }
 }
 

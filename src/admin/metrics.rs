@@ -20,7 +20,7 @@ pub(super) fn render(shared: &Shared) -> String {
             e.codes(Family::Requests, &labels, "code", &totals);
             // Every pool of the split has its histogram from the start, so that a
             // rate over it has a zero to start from; `pool="none"` once it counts.
-            if i < route.split.len() || totals.count() > 0 {
+            if i < route.split.len() || totals.observations() > 0 {
                 e.histogram(Family::RequestDuration, &labels, &totals);
             }
         }
@@ -30,10 +30,12 @@ pub(super) fn render(shared: &Shared) -> String {
             e.gauge(Family::PoolEffectiveWeight, &labels, tidy(effective));
         }
     }
+    // Requests refused before routing are counted with no latency: their counter may
+    // come before any histogram observation.
     let unrouted = snapshot.unrouted.totals();
-    if unrouted.count() > 0 {
-        let labels = [("route", NONE), ("pool", NONE)];
-        e.codes(Family::Requests, &labels, "code", &unrouted);
+    let labels = [("route", NONE), ("pool", NONE)];
+    e.codes(Family::Requests, &labels, "code", &unrouted);
+    if unrouted.observations() > 0 {
         e.histogram(Family::RequestDuration, &labels, &unrouted);
     }
     for pool in &snapshot.pools {

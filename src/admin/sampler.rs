@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use tokio::sync::watch;
 
-use crate::metrics::{Series, TICK};
+use crate::metrics::TICK;
 use crate::state::Shared;
 
 pub(crate) async fn run(
@@ -38,14 +38,6 @@ fn sample(shared: &Shared) {
         .iter()
         .flat_map(|p| p.backends.members().iter().map(|m| &m.backend.stats));
     for series in routes.map(|s| &**s).chain(backends) {
-        push(series, now);
-    }
-}
-
-fn push(series: &Series, now: Instant) {
-    let totals = series.totals();
-    match series.window.lock() {
-        Ok(mut ring) => ring.push(now, &totals),
-        Err(poisoned) => poisoned.into_inner().push(now, &totals),
+        series.sample(now);
     }
 }

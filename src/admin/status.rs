@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use crate::metrics::{self, Series, Stats, WINDOW};
+use crate::metrics::{self, Stats, WINDOW};
 use crate::routing::{Route, Snapshot};
 use crate::state::Shared;
 use crate::status::{self, Status, Window};
@@ -53,7 +53,7 @@ fn route(r: &Route, now: Instant) -> (status::Route, Vec<(String, Stats)>) {
             .get(i)
             .map_or(metrics::NONE, |(p, _)| &*p.name)
             .to_owned();
-        let stats = window(series, now);
+        let stats = series.last_minute(now);
         // Requests that got no pool are listed only when there were some.
         if i < r.split.len() || stats.requests > 0 {
             by_pool.push((name, stats));
@@ -105,20 +105,12 @@ fn pools(
                         weight: m.weight,
                         effective_weight: metrics::tidy(f64::from(m.weight) * b.factor()),
                         in_flight: b.conns.in_flight() as u64,
-                        window: figures(&window(&b.stats, now)),
+                        window: figures(&b.stats.last_minute(now)),
                     }
                 })
                 .collect(),
         })
         .collect()
-}
-
-fn window(series: &Series, now: Instant) -> Stats {
-    let totals = series.totals();
-    match series.window.lock() {
-        Ok(ring) => ring.stats(now, &totals),
-        Err(poisoned) => poisoned.into_inner().stats(now, &totals),
-    }
 }
 
 fn figures(st: &Stats) -> Window {

@@ -222,7 +222,12 @@ impl Target {
         // What follows the host: nothing, or `:PORT` (`Authority::port` is None for
         // a port that is not a number, which must not quietly become 80).
         let all = authority.as_str();
-        let tail = &all[all.rfind(host).map_or(all.len(), |i| i + host.len())..];
+        // The host stands right after any userinfo (searching for its text could find
+        // it inside the port: `0:9900`).
+        let after_user = &all[all.rfind('@').map_or(0, |i| i + 1)..];
+        let Some(tail) = after_user.strip_prefix(host) else {
+            return Err(bad("bad authority"));
+        };
         let port = match tail.strip_prefix(':') {
             None if tail.is_empty() => 80,
             Some(p) => p.parse().map_err(|_| bad(&format!("bad port {p:?}")))?,
@@ -317,6 +322,8 @@ mod tests {
             (v6.host.as_str(), v6.authority.as_str()),
             ("::1", "[::1]:9900")
         );
+        // The host's text inside the port is not where the port starts.
+        assert_eq!(Target::parse("0:9900").expect("host 0").authority, "0:9900");
         let prefixed = Target::parse("http://admin.local/cutover/").expect("prefix");
         assert_eq!(prefixed.authority, "admin.local:80");
         assert_eq!(prefixed.path, "/cutover/status");

@@ -143,7 +143,7 @@ impl Exposition {
                 })
                 .collect();
             h.set_bucket(buckets);
-            h.set_sample_count(totals.count());
+            h.set_sample_count(totals.observations());
             h.set_sample_sum(totals.sum_seconds);
             m.set_histogram(h);
         });

@@ -52,6 +52,23 @@ pub struct Outcome<'s> {
     /// When the backend's response head arrived: the answer leaves microseconds later,
     /// so [`record`] takes this instead of reading the clock once more.
     pub(crate) answered: Option<Instant>,
+    /// Set by [`record`]; an outcome dropped unrecorded was a request its client gave up.
+    recorded: bool,
+}
+
+/// The code a request counts under when its client went away before the answer (a
+/// connection closed, an HTTP/2 stream reset): nginx's 499, which operators know.
+pub(crate) const CLIENT_CLOSED: u16 = 499;
+
+impl Drop for Outcome<'_> {
+    fn drop(&mut self) {
+        if !self.recorded {
+            // The request's future was dropped mid-way: still a request, and one whose
+            // wait (a slow backend, often) the latency must not lose.
+            self.status = CLIENT_CLOSED;
+            record(self);
+        }
+    }
 }
 
 impl Outcome<'_> {
@@ -67,13 +84,15 @@ impl Outcome<'_> {
             attempts: 0,
             series: None,
             answered: None,
+            recorded: false,
         }
     }
 }
 
 /// Records one finished request in its series: its status, and the time from its
 /// arrival to its response head (the backend's, or now for the proxy's own answer).
-pub fn record(o: &Outcome) {
+pub fn record(o: &mut Outcome) {
+    o.recorded = true;
     if let Some(series) = o.series {
         let end = o.answered.unwrap_or_else(Instant::now);
         series.observe(o.status, end.saturating_duration_since(o.started));

@@ -5,11 +5,12 @@
 //! recording is a thread-local read, a few compares and three atomic adds, each on the
 //! worker's own cache lines.
 
+use crate::sync::lock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::window::Ring;
+use super::window::{Ring, Stats};
 
 /// Upper bounds of the histogram buckets, in seconds (DESIGN "Metrics").
 pub(crate) const BUCKETS: [f64; 14] = [
@@ -40,7 +41,7 @@ pub(crate) const SLOTS: usize = BOUNDS_NS.len() + 1;
 /// Distinct codes a worker's shard counts without help. Past that, a code goes to the
 /// series' shared overflow list, under a lock: only a series that has seen more than
 /// this many different codes ever pays it.
-const CODE_SLOTS: usize = 12;
+const CODE_SLOTS: usize = 16;
 
 /// At most this many shards per series: beyond, workers share them (atomics keep that
 /// correct) rather than grow the memory of thousands of backends.
@@ -85,7 +86,7 @@ pub(crate) struct Series {
     overflow: Mutex<Vec<(u16, u64)>>,
     /// Samples of the totals, for `/status`'s last minute. Only the sampling task and
     /// the admin endpoint take this lock.
-    pub(crate) window: Mutex<Ring>,
+    window: Mutex<Ring>,
 }
 
 #[derive(Debug, Default)]
@@ -158,14 +159,23 @@ impl Series {
                 return;
             }
         }
-        let mut overflow = match self.overflow.lock() {
-            Ok(o) => o,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut overflow = lock(&self.overflow);
         match overflow.iter_mut().find(|(c, _)| *c == code) {
             Some((_, n)) => *n += 1,
             None => overflow.push((code, 1)),
         }
+    }
+
+    /// Keeps the totals now as a sample of the last minute (the sampler, every tick).
+    pub(crate) fn sample(&self, now: Instant) {
+        let totals = self.totals();
+        lock(&self.window).push(now, &totals);
+    }
+
+    /// The last minute's figures, up to `now`.
+    pub(crate) fn last_minute(&self, now: Instant) -> Stats {
+        let totals = self.totals();
+        lock(&self.window).stats(now, &totals)
     }
 
     /// The figures now, added up over the shards.
@@ -184,10 +194,8 @@ impl Series {
                 }
             }
         }
-        if let Ok(overflow) = self.overflow.lock() {
-            for &(code, n) in overflow.iter() {
-                t.add_code(code, n);
-            }
+        for &(code, n) in lock(&self.overflow).iter() {
+            t.add_code(code, n);
         }
         t.sum_seconds = sum_ns as f64 / 1e9;
         t.codes.sort_unstable();
@@ -203,13 +211,14 @@ impl Totals {
         }
     }
 
-    /// Observations in the histogram.
-    pub(crate) fn count(&self) -> u64 {
+    /// Observations in the histogram (answers with a latency).
+    pub(crate) fn observations(&self) -> u64 {
         self.buckets.iter().sum()
     }
 
-    /// Everything counted by code (attempts that never connected included).
-    pub(crate) fn requests(&self) -> u64 {
+    /// Everything counted by code: every answer and failed attempt, those without a
+    /// latency (a connection never made, a request refused before routing) included.
+    pub(crate) fn answers(&self) -> u64 {
         self.codes.iter().map(|(_, n)| n).sum()
     }
 
@@ -238,10 +247,17 @@ mod tests {
         assert_eq!(t.buckets[0], 2, "le 0.001 includes 1ms itself");
         assert_eq!(t.buckets[2], 1);
         assert_eq!(t.buckets[SLOTS - 1], 1, "+Inf");
-        assert_eq!(t.count(), 4);
+        assert_eq!(t.observations(), 4);
         assert_eq!(t.codes, vec![(1, 1), (200, 3), (503, 1)]);
-        assert_eq!((t.requests(), t.errors()), (5, 2));
+        assert_eq!((t.answers(), t.errors()), (5, 2));
         assert!((t.sum_seconds - 60.0045).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_nanosecond_bounds_are_the_buckets() {
+        for (ns, s) in BOUNDS_NS.iter().zip(BUCKETS) {
+            assert_eq!(*ns as f64 / 1e9, s);
+        }
     }
 
     #[test]
@@ -272,7 +288,7 @@ mod tests {
             }
         });
         let t = s.totals();
-        assert_eq!((t.count(), t.requests()), (2000, 2000));
+        assert_eq!((t.observations(), t.answers()), (2000, 2000));
         assert_eq!(code_label(Failure::Timeout as u16), "timeout");
         assert_eq!(code_label(404), "404");
     }

@@ -69,7 +69,7 @@ impl Ring {
         for ((d, now), then) in buckets.iter_mut().zip(&current.buckets).zip(&base.buckets) {
             *d = now.saturating_sub(*then);
         }
-        let requests = current.requests().saturating_sub(base.requests);
+        let requests = current.answers().saturating_sub(base.requests);
         // A series younger than a second reports over a second: no rate of thousands
         // from the first request.
         let span = now
@@ -88,7 +88,7 @@ impl Sample {
     fn of(at: Instant, t: &Totals) -> Self {
         Sample {
             at,
-            requests: t.requests(),
+            requests: t.answers(),
             errors: t.errors(),
             buckets: t.buckets,
         }

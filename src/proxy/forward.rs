@@ -122,9 +122,11 @@ pub(super) async fn forward<'s>(
         // Without a body the request is sent as soon as it is written: its response
         // clock can start now.
         let sent = (!has_body).then_some(now);
-        let result = head_within(limits.response_timeout, sent, &mut exchange).await;
+        let (result, sent) = head_within(limits.response_timeout, sent, &mut exchange).await;
         let head_at = Instant::now();
-        let took = head_at.saturating_duration_since(now);
+        // The backend's time: from the request sent whole, as its deadline counts it (a
+        // slow upload is the client's time, not the backend's).
+        let took = head_at.saturating_duration_since(sent.unwrap_or(now));
         outcome.upstream = Some(took);
         let e = match result {
             Some(Ok(head)) => {
@@ -174,14 +176,15 @@ pub(super) async fn forward<'s>(
 /// Waits for the response head, giving the backend `limit` from the moment the request
 /// has been sent whole (`sent`, when already known): the time a client takes to upload
 /// its body is not the backend's. (A stalled upload is cut by the body's own idle
-/// clock.) `None` when time ran out.
+/// clock.) `None` when time ran out; beside it, when the request had been sent whole
+/// (unknown when the head came before the body was all out).
 async fn head_within(
     limit: Duration,
-    sent: Option<Instant>,
+    mut sent: Option<Instant>,
     exchange: &mut Exchange,
-) -> Option<Result<Head, UpstreamError>> {
+) -> (Option<Result<Head, UpstreamError>>, Option<Instant>) {
     let mut armed = false;
-    poll_fn(|cx| {
+    let result = poll_fn(|cx| {
         if let Poll::Ready(head) = exchange.poll_head(cx) {
             return Poll::Ready(Some(head));
         }
@@ -189,12 +192,14 @@ async fn head_within(
             if !exchange.request_sent() {
                 return Poll::Pending;
             }
-            exchange.set_response_deadline(sent.unwrap_or_else(Instant::now) + limit);
+            let at = *sent.get_or_insert_with(Instant::now);
+            exchange.set_response_deadline(at + limit);
             armed = true;
         }
         exchange.poll_response_clock(cx).map(|()| None)
     })
-    .await
+    .await;
+    (result, sent)
 }
 
 fn is_idempotent(m: &Method) -> bool {

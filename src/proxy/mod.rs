@@ -115,7 +115,7 @@ impl Proxy {
             // stopped checking at the upgrade request) never sees another request here.
             reply.close = true;
         }
-        metrics::record(&outcome);
+        metrics::record(&mut outcome);
         if let Some(line) = &log_line {
             let length = http_body::Body::size_hint(&reply.body).exact();
             access_log::write(&outcome, line, length, Some(request_id.as_str()));

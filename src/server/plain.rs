@@ -26,7 +26,7 @@ use tokio::time::Instant;
 
 use super::guard::{self, GuardLimits};
 use super::inflight;
-use super::response::{error_answer, linger, maybe_unread, write_response};
+use super::response::{linger, maybe_unread, refusal, write_response};
 use crate::http1::fields::{self, Fields};
 use crate::http1::framing::{self, Scan};
 use crate::proxy::{Client, Proxy, ProxyError, RawRequest, Sent};
@@ -91,7 +91,7 @@ pub(super) async fn serve(
                     Parsed::Plain(req, keep_alive) => break (req, keep_alive),
                     Parsed::Other => return Next::Hyper,
                     Parsed::Bad(why) => {
-                        let answer = error_answer(&ProxyError::BadRequest(why), &snapshot.unrouted);
+                        let answer = refusal(&ProxyError::BadRequest(why), &snapshot.unrouted);
                         if stream.write_all(&answer).await.is_ok() {
                             linger(stream).await;
                         }
@@ -145,7 +145,7 @@ pub(super) async fn serve(
                     () = tokio::time::sleep_until(
                         *head_started.get_or_insert_with(Instant::now) + limits.header_timeout
                     ) => {
-                        let answer = error_answer(&ProxyError::ClientTimeout, &snapshot.unrouted);
+                        let answer = refusal(&ProxyError::ClientTimeout, &snapshot.unrouted);
                         if stream.write_all(&answer).await.is_ok() {
                             linger(stream).await;
                         }

@@ -97,9 +97,9 @@ fn write_head(
 
 /// The proxy's answer to `e` as whole HTTP/1.1 bytes, for an error found before any
 /// request could be served (the connection closes after it). The same rendering and
-/// head writer as every other answer. Counted in `unrouted`: a request refused before
-/// it could be routed is still an answer the client got.
-pub(super) fn error_answer(e: &ProxyError, unrouted: &Series) -> Bytes {
+/// head writer as every other answer. Counted in `unrouted` (call it only for an answer
+/// that is sent): a request refused before it could be routed still got an answer.
+pub(super) fn refusal(e: &ProxyError, unrouted: &Series) -> Bytes {
     unrouted.count(e.status_and_kind().0.as_u16());
     let mut reply = e.reply();
     reply.close = true;

@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod process;
+pub mod prometheus;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -93,6 +94,18 @@ pub async fn eventually(what: &str, mut cond: impl AsyncFnMut() -> bool) {
     while tokio::time::Instant::now() < deadline {
         if cond().await {
             return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+/// Waits for `value` to give something, polling; panics with `what` after 10 s.
+pub async fn eventually_value<T>(what: &str, mut value: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while tokio::time::Instant::now() < deadline {
+        if let Some(v) = value().await {
+            return v;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }

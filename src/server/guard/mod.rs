@@ -24,7 +24,7 @@ mod conn;
 
 pub(super) use conn::ConnShared;
 
-use super::response::error_answer;
+use super::response::refusal;
 use crate::http1::framing::{self, FramingError, Scan};
 use crate::proxy::ProxyError;
 
@@ -129,17 +129,19 @@ impl<IO> Guarded<IO> {
             FramingError::HeadTooLarge => ProxyError::HeadersTooLarge,
         };
         tracing::debug!(error = %e, "refused client bytes");
-        self.end_with(error_answer(&e, &self.shared.unrouted));
+        self.end_with(&e);
         self.pending.clear();
         self.checked = 0;
     }
 
-    fn end_with(&mut self, answer: bytes::Bytes) {
+    /// Ends the connection with the proxy's answer to `e`, unless a response is still on
+    /// its way (see [`Ending::Quiet`]): then the client gets no answer to count.
+    fn end_with(&mut self, e: &ProxyError) {
         let busy = self.shared.in_flight.load(Ordering::Acquire) > 0;
         self.ending = Some(if busy {
             Ending::Quiet
         } else {
-            Ending::Answer(answer)
+            Ending::Answer(refusal(e, &self.shared.unrouted))
         });
     }
 
@@ -223,10 +225,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Guarded<IO> {
         }
         match want {
             Clock::Header => {
-                self.end_with(error_answer(
-                    &ProxyError::ClientTimeout,
-                    &self.shared.unrouted,
-                ));
+                self.end_with(&ProxyError::ClientTimeout);
                 true
             }
             _ => {
