@@ -1,6 +1,7 @@
 //! Reloads: what a new config file changes and what it must leave alone. Each test
 //! writes a real file, renames it over the old one, and reloads through the one reload
-//! task, as SIGHUP does.
+//! task, as SIGHUP does (the watcher may get there first: the same content is one
+//! reload either way).
 
 mod support;
 
@@ -117,17 +118,17 @@ async fn a_weight_change_keeps_backends_warm_and_their_connections_open() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn reloads_asked_for_at_once_run_one_after_the_other() {
+async fn reloads_asked_for_at_once_apply_the_file_once() {
     let ecs = Upstream::start("ecs").await;
     let k8s = Upstream::start("k8s").await;
     let proxy = Proxy::start(&pools(&ecs, &k8s, "{ ecs = 1 }")).await;
     proxy.write_config(&pools(&ecs, &k8s, "{ k8s = 1 }"));
     let running = proxy.running();
     let (a, b, c) = tokio::join!(running.reload(), running.reload(), running.reload());
-    let mut generations = vec![a.expect("a"), b.expect("b"), c.expect("c")];
-    generations.sort_unstable();
-    // Each reload was whole and had its own generation; the last one is live.
-    assert_eq!(generations, [2, 3, 4]);
-    assert_eq!(proxy.generation(), 4);
+    let generations = [a.expect("a"), b.expect("b"), c.expect("c")];
+    // The file changed once: one reload (whoever asked first, the watcher included),
+    // and every ask answered with the generation that holds the file's content.
+    assert_eq!(generations, [2, 2, 2]);
+    assert_eq!(proxy.generation(), 2);
     assert_eq!(all_from(&proxy, 10).await.as_deref(), Some("k8s"));
 }

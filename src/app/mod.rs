@@ -17,7 +17,7 @@ pub use crate::state::Shared;
 
 use crate::config::{Config, ConfigError};
 use crate::health::Registry;
-use crate::reload::Reloader;
+use crate::reload::{Reloader, Watching};
 use crate::routing::Snapshot;
 use crate::server::Listening;
 
@@ -32,6 +32,8 @@ pub struct Running {
     stop: watch::Sender<Option<Duration>>,
     admin: JoinHandle<()>,
     listening: Listening,
+    /// The config file's watcher; it stops when this is dropped.
+    _watching: Watching,
 }
 
 /// How a shutdown went.
@@ -59,6 +61,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     };
     crate::worker::set_count(workers);
     let path = config.path.clone();
+    let loaded_hash = config.content_hash;
     let registry = Registry::new();
     let snapshot = Snapshot::build(config, &registry, None).await;
     let shared = Shared::new(snapshot, registry);
@@ -70,7 +73,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     ));
     tokio::spawn(crate::admin::sampler::run(shared.clone(), stopped.clone()));
     let listening = crate::server::listen(&shared, workers, &stopped)?;
-    let reloader = crate::reload::spawn(path, shared.clone());
+    let reloader = crate::reload::spawn(path.clone(), loaded_hash, shared.clone());
+    let watching = crate::reload::watch(&path, reloader.clone(), stopped.clone());
     // Every listener is bound (connections queue until accepted): ready before the log
     // line that tells the outside so.
     shared.ready.store(true, Ordering::Release);
@@ -83,6 +87,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         stop,
         admin,
         listening,
+        _watching: watching,
     })
 }
 

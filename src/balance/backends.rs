@@ -177,7 +177,7 @@ mod tests {
             .map(|addr| {
                 let addr = addr.parse().expect("addr");
                 let machine = || Machine::new(settings.clone(), true, now);
-                let (backend, _) = registry.get_or_insert("p", addr, None, machine);
+                let (backend, _) = registry.get_or_insert("p", addr, None, None, machine);
                 Member { backend, weight: 1 }
             })
             .collect();

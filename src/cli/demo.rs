@@ -18,9 +18,9 @@ use hyper_util::server::conn::auto;
 
 use crate::config;
 
-const CONFIG: &str = r#"# The demo's config. Edit a weight under [[routes]], save, then run
-#   kill -HUP <pid of cutover demo>
-# and the next requests follow the new split.
+const CONFIG: &str = r#"# The demo's config. Edit a weight under [[routes]] and save (or run
+#   cutover shift -c <this file> demo ecs=50 k8s=50)
+# and the next requests follow the new split: the demo watches this file.
 
 [listen]
 http = ["127.0.0.1:8080"]
@@ -108,8 +108,10 @@ pub(super) fn run() -> ExitCode {
              \n      the k8s pool warming (no share), then taking its share as its pods\
              \n      slow-start; per route, pool and backend: req/s, errors, p50/p95/p99\
              \n  curl -s http://{admin}/metrics     the same figures for Prometheus\
-             \n\nShift traffic: edit `split = {{ ecs = 90, k8s = 10 }}` in {cfg}\
-             \n(say ecs = 50, k8s = 50), then `kill -HUP {pid}`. Roll back the same way.\
+             \n\nShift traffic (the running demo picks the file change up by itself):\
+             \n\n  {exe} shift -c {cfg} demo ecs=50 k8s=50\
+             \n  {exe} shift -c {cfg} demo ecs=100 k8s=0     the rollback\
+             \n\nor edit `split = {{ ecs = 90, k8s = 10 }}` in {cfg} and save.\
              \n\nCtrl-C stops the demo.\n",
             admin = running.admin_addr,
             cfg = config_path.display(),

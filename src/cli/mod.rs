@@ -1,6 +1,8 @@
-//! The command line: `run`, `check`, `demo` and `status`, and the logging they share.
+//! The command line: `run`, `check`, `demo`, `status` and `shift`, and the logging they
+//! share.
 
 mod demo;
+mod shift;
 mod status;
 
 use std::io::IsTerminal;
@@ -58,6 +60,15 @@ enum Command {
         #[arg(long, value_name = "SECS", value_parser = status::parse_every)]
         watch: Option<u64>,
     },
+    /// Change a route's split in the config file, keeping its comments and layout:
+    /// checked as `check` does, written in one rename; a running cutover picks it up.
+    Shift {
+        /// The route's name.
+        route: String,
+        /// New weights, e.g. `ecs=50 k8s=50`; a pool not in the split yet is added.
+        #[arg(required = true, value_name = "POOL=WEIGHT")]
+        weights: Vec<shift::Weight>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -82,6 +93,7 @@ pub fn main() -> ExitCode {
         ),
         Command::Demo => demo::run(),
         Command::Status { admin, json, watch } => status::run(&status::Ask { admin, json, watch }),
+        Command::Shift { route, weights } => shift::run(&cli.config, &route, &weights),
     }
 }
 
@@ -190,9 +202,11 @@ pub(crate) fn serve(
     // This runtime is worker 0 (and hosts the admin port, probes and reload); workers
     // 1.. run runtimes of their own on their own threads (`server::workers`). So no
     // runtime needs work stealing: each is a current-thread runtime, with fewer atomics
-    // and no cross-thread wake-ups, and `workers = N` serves on N threads.
+    // and no cross-thread wake-ups, and `workers = N` serves on N threads. Its blocking
+    // threads (a `/metrics` scrape, the last-minute sampler) serve no request: named so.
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .thread_name("cutover-blocking")
         .build()
     {
         Ok(rt) => rt,

@@ -34,6 +34,8 @@ pub struct Config {
     pub pools: Vec<PoolConfig>,
     /// In file order; matching does not depend on it.
     pub routes: Vec<RouteConfig>,
+    /// [`content_hash`] of the text it was read from.
+    pub content_hash: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,7 +158,15 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
 
 /// Validates config text as if it had been read from `path`.
 pub fn parse(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
-    validate::validate(path, text)
+    let mut loaded = validate::validate(path, text)?;
+    loaded.config.content_hash = content_hash(text);
+    Ok(loaded)
+}
+
+/// What tells one version of a config file from another: the reload task compares it
+/// so that a rewrite with the same bytes is no reload.
+pub fn content_hash(text: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(text.as_bytes())
 }
 
 impl Config {

@@ -146,6 +146,7 @@ impl Checker<'_> {
             access_log: raw.access_log.enabled.unwrap_or(true),
             pools,
             routes,
+            content_hash: 0,
         }
     }
 

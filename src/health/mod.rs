@@ -19,7 +19,9 @@ pub(crate) use machine::{Event, Machine, State};
 pub(crate) use probe::spawn_probes;
 pub(crate) use settings::Settings;
 
+use crate::config::{PoolConfig, Warmup};
 use crate::metrics::Series;
+use crate::sync::lock;
 use crate::upstream::ConnPool;
 
 /// One upstream address in one pool.
@@ -50,6 +52,9 @@ pub struct Backend {
     /// Its attempts by outcome and their latency; kept across reloads with it, gone
     /// with it.
     pub(crate) stats: Series,
+    /// The pool's warm-up probe as the live config has it; the probe task reads it
+    /// before each probe, so a reload that changes it needs no new task.
+    warmup: Mutex<Option<Warmup>>,
     epoch: Arc<AtomicU64>,
 }
 
@@ -98,6 +103,25 @@ impl Backend {
         }
     }
 
+    /// Takes a reloaded pool's settings: thresholds, slow start and ejection for the
+    /// state machine, the probe for the probe task. A backend that stays keeps its state
+    /// and progress; only the rules it is judged by change.
+    pub(crate) fn apply(&self, pool: &PoolConfig, now: Instant) {
+        let settings = Settings::of(pool);
+        let changed = self
+            .update(now, |m| m.set_settings(settings, now))
+            .flatten();
+        if let Some(state) = changed {
+            tracing::info!(pool = %self.pool, backend = %self.addr, state = state.as_str(), "backend state changed");
+        }
+        *lock(&self.warmup) = pool.warmup.clone();
+    }
+
+    /// The warm-up probe it is checked with now, if its pool has one.
+    pub(crate) fn warmup(&self) -> Option<Warmup> {
+        lock(&self.warmup).clone()
+    }
+
     /// Recomputes the slow-start factor for `now`; probes call this on every tick.
     pub(crate) fn tick(&self, now: Instant) {
         self.update(now, |_| ());
@@ -139,10 +163,7 @@ impl Registry {
 
     /// The generation counter of `pool` that its pickers compare their tables against.
     pub(crate) fn pool_epoch(&self, pool: &str) -> Arc<AtomicU64> {
-        let mut epochs = match self.epochs.lock() {
-            Ok(m) => m,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut epochs = lock(&self.epochs);
         epochs.entry(pool.to_owned()).or_default().clone()
     }
 
@@ -153,12 +174,10 @@ impl Registry {
         pool: &str,
         addr: SocketAddr,
         host: Option<String>,
+        warmup: Option<Warmup>,
         machine: impl FnOnce() -> Machine,
     ) -> (Arc<Backend>, bool) {
-        let mut map = match self.backends.lock() {
-            Ok(m) => m,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut map = lock(&self.backends);
         let key = (pool.to_owned(), addr);
         if let Some(b) = map.get(&key).and_then(Weak::upgrade) {
             return (b, false);
@@ -186,6 +205,7 @@ impl Registry {
             recent_failures: AtomicU32::new(0),
             conns: ConnPool::default(),
             stats: Series::new(),
+            warmup: Mutex::new(warmup),
             epoch: epoch.clone(),
         });
         map.insert(key, Arc::downgrade(&b));
@@ -207,7 +227,7 @@ mod tests {
         let settings = Settings::eject_at_first_failure();
         let addr = SocketAddr::from(([127, 0, 0, 1], 1));
         let machine = || Machine::new(settings, true, t0);
-        let (b, _) = registry.get_or_insert("p", addr, None, machine);
+        let (b, _) = registry.get_or_insert("p", addr, None, None, machine);
         let epoch = registry.pool_epoch("p");
         let failed = Event::RequestFailed { may_eject: true };
         assert_eq!(b.observe(failed, t0), Some(State::Ejected));

@@ -17,17 +17,19 @@ const TICK: Duration = Duration::from_millis(250);
 
 /// Starts the health task of a backend. It ends by itself once no snapshot holds the
 /// backend any more.
-pub(crate) fn spawn_probes(backend: &Arc<Backend>, warmup: Option<Warmup>) {
+pub(crate) fn spawn_probes(backend: &Arc<Backend>) {
     let weak = Arc::downgrade(backend);
-    tokio::spawn(run(weak, warmup));
+    tokio::spawn(run(weak));
 }
 
-async fn run(backend: Weak<Backend>, warmup: Option<Warmup>) {
+async fn run(backend: Weak<Backend>) {
     let mut next_probe = Instant::now();
     loop {
         let now = Instant::now();
-        {
+        let warmup = {
             let Some(b) = backend.upgrade() else { return };
+            // Read afresh each round: a reload may have changed the pool's probe.
+            let warmup = b.warmup();
             if let Some(w) = &warmup {
                 if now >= next_probe {
                     let event = probe(&b, w).await;
@@ -43,7 +45,8 @@ async fn run(backend: Weak<Backend>, warmup: Option<Warmup>) {
                 tracing::info!(pool = %b.pool, backend = %b.addr, state = state.as_str(), "ejection ended");
             }
             b.tick(t);
-        }
+            warmup
+        };
         let wake = match &warmup {
             Some(_) => next_probe.min(Instant::now() + TICK),
             None => Instant::now() + TICK,

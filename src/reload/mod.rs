@@ -1,10 +1,13 @@
 //! Applying a changed config: one task owns the swap, and everything that asks for a
-//! reload (SIGHUP today; the file watcher and the admin API later) sends it a request.
-//! A reload builds a whole new snapshot off the request path and swaps it in one atomic
-//! store; a config that fails validation changes nothing. Requests are served one at a
-//! time, so two reloads never interleave.
+//! reload sends it a request: SIGHUP and [`Reloader::reload`] (reload whatever the file
+//! holds), the file watcher (reload only when the file's content changed). A reload
+//! builds a whole new snapshot off the request path and swaps it in one atomic store; a
+//! config that fails validation changes nothing. Requests are served one at a time, so
+//! two reloads never interleave.
 
-use std::path::PathBuf;
+mod watch;
+
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
@@ -13,13 +16,26 @@ use crate::config::{self, ConfigError};
 use crate::routing::Snapshot;
 use crate::state::Shared;
 
+pub(crate) use watch::{watch, Watching};
+
 /// What a reload ends in: the new generation, or the errors that kept the old config.
 type Outcome = Result<u64, ConfigError>;
+
+/// What the reload task is asked. Both kinds compare the file's content with the
+/// content last read: the same bytes again are no reload, whoever asks (DESIGN: a
+/// rewrite with identical content is not a reload, and SIGHUP takes the same path).
+#[derive(Debug)]
+enum Ask {
+    /// Make the file's content live, and say how that went (SIGHUP, the API).
+    Reload(oneshot::Sender<Outcome>),
+    /// The file may have changed (the watcher).
+    Check,
+}
 
 /// Asks the reload task for reloads. Cheap to clone.
 #[derive(Debug, Clone)]
 pub(crate) struct Reloader {
-    tx: mpsc::Sender<oneshot::Sender<Outcome>>,
+    tx: mpsc::Sender<Ask>,
 }
 
 impl Reloader {
@@ -27,44 +43,101 @@ impl Reloader {
     pub(crate) async fn reload(&self) -> Outcome {
         let (tx, rx) = oneshot::channel();
         let gone = || ConfigError::other("the reload task has stopped");
-        self.tx.send(tx).await.map_err(|_| gone())?;
+        self.tx.send(Ask::Reload(tx)).await.map_err(|_| gone())?;
         rx.await.map_err(|_| gone())?
+    }
+
+    /// Says the file may have changed. Never waits: a check already queued will read
+    /// the file after this change anyway.
+    pub(crate) fn check(&self) {
+        let _ = self.tx.try_send(Ask::Check);
     }
 }
 
-/// Starts the reload task for the config at `path`; it ends when every [`Reloader`]
-/// is gone.
-pub(crate) fn spawn(path: PathBuf, shared: Arc<Shared>) -> Reloader {
+/// Starts the reload task for the config at `path`; `loaded_hash` is the content hash of
+/// the text the live config (generation 1) was read from. The task ends when every
+/// [`Reloader`] is gone.
+pub(crate) fn spawn(path: PathBuf, loaded_hash: u64, shared: Arc<Shared>) -> Reloader {
     // Requests that arrive during a reload wait here; each is answered by a reload that
     // started after it was asked, so none is answered with an older file.
-    let (tx, mut rx) = mpsc::channel::<oneshot::Sender<Outcome>>(16);
+    let (tx, mut rx) = mpsc::channel::<Ask>(16);
     tokio::spawn(async move {
-        while let Some(reply) = rx.recv().await {
-            let outcome = reload(&path, &shared).await;
-            match &outcome {
-                Ok(generation) => {
-                    shared.reloads.succeeded();
-                    tracing::info!(generation, "config reloaded");
+        // The content last read, and what reading it came to.
+        let mut last = (loaded_hash, Ok(1));
+        while let Some(ask) = rx.recv().await {
+            let read = match ask {
+                Ask::Reload(_) => std::fs::read_to_string(&path),
+                Ask::Check => settled(&path).await,
+            };
+            let outcome = match read {
+                Ok(text) if config::content_hash(&text) == last.0 => last.1.clone(),
+                // A file truncated and not written yet (an in-place save caught midway):
+                // never a config anyone means; the write's own event comes next.
+                Ok(text) if matches!(ask, Ask::Check) && text.trim().is_empty() => continue,
+                Ok(text) => {
+                    let started = std::time::Instant::now();
+                    let outcome = reload(&path, &text, &shared).await;
+                    report(&outcome, &shared, started.elapsed());
+                    last = (config::content_hash(&text), outcome.clone());
+                    outcome
                 }
+                // A file caught between a delete and its new version: the watcher's
+                // next look tells; an explicit ask hears why now.
                 Err(e) => {
-                    shared.reloads.failed(e.to_string());
-                    for d in &e.errors {
-                        d.log(tracing::Level::ERROR);
+                    let outcome = Err(ConfigError::unreadable(&path, &e));
+                    if matches!(ask, Ask::Reload(_)) {
+                        report(&outcome, &shared, std::time::Duration::ZERO);
                     }
-                    tracing::error!(
-                        errors = e.errors.len(),
-                        "config reload failed; the old config keeps serving"
-                    );
+                    outcome
                 }
+            };
+            if let Ask::Reload(reply) = ask {
+                let _ = reply.send(outcome);
             }
-            let _ = reply.send(outcome);
         }
     });
     Reloader { tx }
 }
 
-async fn reload(path: &std::path::Path, shared: &Shared) -> Outcome {
-    let loaded = config::load(path)?;
+/// The file's content once two reads a moment apart agree: a file written in place is
+/// seen by the watcher while it is being written, and half a file may parse.
+async fn settled(path: &Path) -> std::io::Result<String> {
+    const SETTLE: std::time::Duration = std::time::Duration::from_millis(50);
+    let mut text = std::fs::read_to_string(path)?;
+    for _ in 0..10 {
+        tokio::time::sleep(SETTLE).await;
+        let again = std::fs::read_to_string(path)?;
+        if again == text {
+            break;
+        }
+        text = again;
+    }
+    Ok(text)
+}
+
+/// Logs and counts how a reload that took `took` went.
+fn report(outcome: &Outcome, shared: &Shared, took: std::time::Duration) {
+    match outcome {
+        Ok(generation) => {
+            shared.reloads.succeeded();
+            let took_ms = took.as_secs_f64() * 1000.0;
+            tracing::info!(generation, took_ms, "config reloaded");
+        }
+        Err(e) => {
+            shared.reloads.failed(e.to_string());
+            for d in &e.errors {
+                d.log(tracing::Level::ERROR);
+            }
+            tracing::error!(
+                errors = e.errors.len(),
+                "config reload failed; the old config keeps serving"
+            );
+        }
+    }
+}
+
+async fn reload(path: &Path, text: &str, shared: &Shared) -> Outcome {
+    let loaded = config::parse(path, text)?;
     for w in &loaded.warnings {
         w.log(tracing::Level::WARN);
     }

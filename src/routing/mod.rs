@@ -103,9 +103,12 @@ impl Snapshot {
             for b in &pc.backends {
                 for (addr, host) in resolve(&b.target).await {
                     let make = || Machine::new(Settings::of(pc), at_start, now);
-                    let (backend, created) = registry.get_or_insert(&pc.name, addr, host, make);
+                    let (backend, created) =
+                        registry.get_or_insert(&pc.name, addr, host, pc.warmup.clone(), make);
                     if created {
-                        health::spawn_probes(&backend, pc.warmup.clone());
+                        health::spawn_probes(&backend);
+                    } else {
+                        backend.apply(pc, now);
                     }
                     if !members.iter().any(|m: &Member| m.backend.addr == addr) {
                         members.push(Member {

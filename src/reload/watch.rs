@@ -1,0 +1,79 @@
+//! Seeing the config file change: its directory is watched, so that every way a file
+//! is replaced is seen (written in place, an editor's temp file renamed over it, a
+//! Kubernetes ConfigMap swapping its `..data` symlink), and the file is looked at every
+//! few seconds as well, for platforms and mounts where no event comes. Every event and
+//! every look only asks the reload task to compare the content's hash: the kind of
+//! event does not matter, and an unchanged file is no reload.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher as _};
+use tokio::sync::{watch, Notify};
+
+use super::Reloader;
+
+/// Events closer together than this are one change: a save is often several writes.
+const DEBOUNCE: Duration = Duration::from_millis(200);
+/// How often the file is looked at without an event.
+const POLL: Duration = Duration::from_secs(2);
+
+/// Watching stops when this is dropped.
+#[derive(Debug)]
+pub(crate) struct Watching {
+    _watcher: Option<notify::RecommendedWatcher>,
+}
+
+/// Starts watching `path` for the reload task, until `stop` carries a grace period.
+pub(crate) fn watch(
+    path: &Path,
+    reloader: Reloader,
+    mut stop: watch::Receiver<Option<Duration>>,
+) -> Watching {
+    let changed = Arc::new(Notify::new());
+    let watcher = directory_watcher(path, changed.clone());
+    tokio::spawn(async move {
+        let mut poll = tokio::time::interval(POLL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = poll.tick() => {}
+                () = changed.notified() => tokio::time::sleep(DEBOUNCE).await,
+            }
+            reloader.check();
+        }
+    });
+    Watching { _watcher: watcher }
+}
+
+/// A watcher on the directory holding `path` (not the file: a rename over it, or a
+/// symlink swapped under it, would leave a watch on the file watching the old one).
+fn directory_watcher(path: &Path, changed: Arc<Notify>) -> Option<notify::RecommendedWatcher> {
+    let dir = directory_of(path);
+    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok() {
+            changed.notify_one();
+        }
+    });
+    let mut watcher = match watcher {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch the config file; looking at it every {}s", POLL.as_secs());
+            return None;
+        }
+    };
+    if let Err(e) = watcher.watch(&dir, RecursiveMode::NonRecursive) {
+        tracing::warn!(dir = %dir.display(), error = %e, "cannot watch the config directory; looking at the file every {}s", POLL.as_secs());
+        return None;
+    }
+    Some(watcher)
+}
+
+fn directory_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
