@@ -15,12 +15,13 @@
 //! backend gets, retries, the answer) ·
 //! [`upstream`] (the HTTP/1.1 client for backends: pooled connections, one exchange,
 //! the bodies it carries) ·
-//! [`reload`] (the one task that swaps configs) ·
+//! [`reload`] (the one task that swaps configs, and the file watcher that asks it) ·
 //! [`admin`] (`/metrics`, `/status`, health endpoints; the sampler of the last minute) ·
 //! [`metrics`] (the per-request outcome seam, the lock-free series, the exposition's
 //! families, the access log) · [`status`] (the `/status` document, for both ends) ·
 //! [`worker`] (which worker thread runs; per-worker counts) ·
-//! [`cli`] (`run`, `check`, `demo`; `status` reads `/status` back as a table).
+//! [`cli`] (`run`, `check`, `demo`; `status` reads `/status` back as a table; `shift`
+//! edits a split in the file).
 //!
 //! The path of one request:
 //! 1. [`server`] accepts the connection. A head without a body is parsed once, under
@@ -56,7 +57,9 @@
 //! - an admin endpoint: [`admin`].
 //! - a config key: `config/raw.rs` (the file's shape), `config/validate.rs` (its
 //!   checks and defaults), then the domain type in [`config`].
-//! - what a reload does: [`reload`]; what is kept across one: [`health::Registry`].
+//! - what a reload does: [`reload`]; when the file counts as changed: `reload/watch.rs`
+//!   and the content hash in [`reload`]; what is kept across one: [`health::Registry`]
+//!   (a kept backend takes its pool's new settings in [`routing::Snapshot::build`]).
 //! - start-up and shutdown order: [`app`].
 
 #![forbid(unsafe_code)]

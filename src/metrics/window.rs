@@ -44,24 +44,35 @@ impl Ring {
         }
     }
 
-    /// Records the totals at `now` and forgets samples no window can start from.
+    /// Records the totals at `now`, unless nothing moved since the last sample (a value
+    /// holds until the next sample: an idle series keeps one sample, however many
+    /// thousand backends sit idle), and forgets what no window can start from.
     pub(crate) fn push(&mut self, now: Instant, totals: &Totals) {
-        self.samples.push_back(Sample::of(now, totals));
-        while self.samples.len() > 1
-            && now.saturating_duration_since(self.samples[0].at) > WINDOW + TICK
+        let sample = Sample::of(now, totals);
+        if self
+            .samples
+            .back()
+            .is_some_and(|last| last.same_counts(&sample))
+        {
+            return;
+        }
+        self.samples.push_back(sample);
+        // Keep one sample from before the window: where it starts.
+        while self.samples.len() > 1 && now.saturating_duration_since(self.samples[1].at) >= WINDOW
         {
             self.samples.pop_front();
         }
     }
 
-    /// The window ending at `now`, whose totals are `current`: from the oldest sample at
-    /// most [`WINDOW`] old (the last one, if the sampler fell behind).
+    /// The window ending at `now`, whose totals are `current`: from the last sample
+    /// taken [`WINDOW`] ago or before (the first, for a series younger than that).
     pub(crate) fn stats(&self, now: Instant, current: &Totals) -> Stats {
         let base = self
             .samples
             .iter()
-            .find(|s| now.saturating_duration_since(s.at) <= WINDOW)
-            .or(self.samples.back());
+            .rev()
+            .find(|s| now.saturating_duration_since(s.at) >= WINDOW)
+            .or(self.samples.front());
         let Some(base) = base else {
             return Stats::default();
         };
@@ -70,11 +81,11 @@ impl Ring {
             *d = now.saturating_sub(*then);
         }
         let requests = current.answers().saturating_sub(base.requests);
-        // A series younger than a second reports over a second: no rate of thousands
-        // from the first request.
+        // Over the window, or the series' life when shorter; at least a second, so the
+        // first request is no rate of thousands.
         let span = now
             .saturating_duration_since(base.at)
-            .max(Duration::from_secs(1));
+            .clamp(Duration::from_secs(1), WINDOW);
         Stats {
             rate: requests as f64 / span.as_secs_f64(),
             requests,
@@ -85,6 +96,10 @@ impl Ring {
 }
 
 impl Sample {
+    fn same_counts(&self, other: &Sample) -> bool {
+        self.requests == other.requests && self.buckets == other.buckets
+    }
+
     fn of(at: Instant, t: &Totals) -> Self {
         Sample {
             at,
@@ -169,6 +184,7 @@ mod tests {
         let st = ring.stats(now, &current);
         assert_eq!((st.requests, st.errors), (60, 6));
         assert_eq!(st.rate, 1.0, "60 requests over the 60 s from t=10");
+        assert_eq!(ring.samples.len(), 2, "unchanged samples are not kept");
         assert_eq!(st.error_ratio(), Some(0.1));
         // All 60 in the (5ms, 10ms] bucket: the median halfway through it.
         assert_eq!(st.quantile(0.5), Some(0.0075));
@@ -185,6 +201,23 @@ mod tests {
         assert!((st.quantile(0.75).unwrap_or(0.0) - 0.00175).abs() < 1e-12);
         st.buckets[SLOTS - 1] = 900;
         assert_eq!(st.quantile(0.99), Some(30.0), "+Inf answers the last bound");
+    }
+
+    #[test]
+    fn a_series_idle_for_long_counts_from_its_value_a_window_ago() {
+        let t0 = Instant::now();
+        let mut ring = Ring::new(t0);
+        ring.push(
+            t0 + Duration::from_secs(5),
+            &totals(&[(0, 10)], &[(200, 10)]),
+        );
+        // Idle for minutes: no sample. Then 30 more requests.
+        let now = t0 + Duration::from_secs(300);
+        let current = totals(&[(0, 40)], &[(200, 40)]);
+        ring.push(now, &current);
+        let st = ring.stats(now + Duration::from_secs(1), &current);
+        assert_eq!(st.requests, 30);
+        assert_eq!(st.rate, 0.5, "30 over the last 60 s");
     }
 
     #[test]

@@ -76,9 +76,10 @@ pub(crate) fn spawn(path: PathBuf, loaded_hash: u64, shared: Arc<Shared>) -> Rel
                 Ok(text) if matches!(ask, Ask::Check) && text.trim().is_empty() => continue,
                 Ok(text) => {
                     let started = std::time::Instant::now();
-                    let outcome = reload(&path, &text, &shared).await;
+                    let hash = config::content_hash(&text);
+                    let outcome = reload(&path, text, &shared).await;
                     report(&outcome, &shared, started.elapsed());
-                    last = (config::content_hash(&text), outcome.clone());
+                    last = (hash, outcome.clone());
                     outcome
                 }
                 // A file caught between a delete and its new version: the watcher's
@@ -136,8 +137,13 @@ fn report(outcome: &Outcome, shared: &Shared, took: std::time::Duration) {
     }
 }
 
-async fn reload(path: &Path, text: &str, shared: &Shared) -> Outcome {
-    let loaded = config::parse(path, text)?;
+async fn reload(path: &Path, text: String, shared: &Shared) -> Outcome {
+    // Parsing thousands of backends takes milliseconds: off the worker this task
+    // shares with requests.
+    let owned = path.to_path_buf();
+    let loaded = tokio::task::spawn_blocking(move || config::parse(&owned, &text))
+        .await
+        .map_err(|e| ConfigError::other(&format!("the config parser failed: {e}")))??;
     for w in &loaded.warnings {
         w.log(tracing::Level::WARN);
     }
