@@ -110,6 +110,30 @@ fn config(dir: &Dir, up: &Upstream, extra: &str) -> std::path::PathBuf {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn sighup_reloads_even_an_unchanged_file() {
+    // The watcher never reloads the same bytes; SIGHUP does (the certificates or names
+    // a file points at may have changed): a reload seen here is SIGHUP's.
+    let up = Upstream::start("u").await;
+    let dir = Dir::new();
+    let p = Process::start(&config(&dir, &up, ""));
+    p.signal("HUP");
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = p
+            .stderr
+            .recv_timeout(left)
+            .expect("a \"config reloaded\" line within 2 s of SIGHUP");
+        let v: serde_json::Value = serde_json::from_str(&line).expect("json");
+        if v["message"] == "config reloaded" {
+            assert_eq!(v["generation"], 2, "{line}");
+            break;
+        }
+    }
+    assert_eq!(get(p.addr, "/", &[]).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn sigterm_finishes_in_flight_requests_then_exits_0() {
     let up = Upstream::start("u").await;
     let dir = Dir::new();

@@ -79,24 +79,47 @@ enum Refused {
 
 /// Edits, checks and writes; the route's split before and after.
 fn shift(path: &Path, route: &str, weights: &[Weight]) -> Result<(Split, Split), Refused> {
-    let meta = std::fs::symlink_metadata(path)
-        .map_err(|e| Refused::Other(format!("cannot read {}: {e}", path.display())))?;
-    if meta.file_type().is_symlink() {
-        // A ConfigMap volume: the file is a link into a directory the kubelet replaces,
-        // and an edit here would be undone at its next sync.
+    let cannot_read =
+        |e: std::io::Error| Refused::Other(format!("cannot read {}: {e}", path.display()));
+    let real = std::fs::canonicalize(path).map_err(cannot_read)?;
+    if is_configmap(path, &real) {
+        // The file is a link into a directory the kubelet replaces (and mounts read
+        // only): an edit here would fail, or be undone at its next sync.
         return Err(Refused::Other(format!(
-            "{} is a symlink, as a Kubernetes ConfigMap volume mounts it: edit the \
-             ConfigMap instead (kubectl edit configmap ...), and cutover picks it up",
+            "{} is mounted from a Kubernetes ConfigMap: edit the ConfigMap instead \
+             (kubectl edit configmap ...), and cutover picks the change up",
             path.display()
         )));
     }
+    // Another symlink: edit the file it points at, and leave the link a link.
+    let path = real.as_path();
+    let meta = std::fs::metadata(path).map_err(cannot_read)?;
     let text = std::fs::read_to_string(path)
         .map_err(|e| Refused::Other(format!("cannot read {}: {e}", path.display())))?;
+    if let Some(w) = weights
+        .iter()
+        .enumerate()
+        .find_map(|(i, w)| weights[..i].iter().any(|o| o.pool == w.pool).then_some(w))
+    {
+        return Err(Refused::Other(format!("pool {:?} is given twice", w.pool)));
+    }
     let (edited, old, new) = edit(&text, route, weights).map_err(Refused::Other)?;
     config::parse(path, &edited).map_err(Refused::Invalid)?;
     write_atomically(path, &edited, &meta)
         .map_err(|e| Refused::Other(format!("cannot write {}: {e}", path.display())))?;
     Ok((old, new))
+}
+
+/// Whether `path` (resolved to `real`) is a file of a ConfigMap volume: the kubelet
+/// links it through `..data` into a `..<timestamp>` directory.
+fn is_configmap(path: &Path, real: &Path) -> bool {
+    let hidden_dir = real.components().any(|c| {
+        let c = c.as_os_str().to_string_lossy();
+        c.starts_with("..") && c.len() > 2
+    });
+    let linked = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+    let data = path.parent().is_some_and(|d| d.join("..data").exists());
+    hidden_dir || (linked && data)
 }
 
 /// The text with `route`'s split weights set; the split before and after.
@@ -117,6 +140,7 @@ fn edit(text: &str, route: &str, weights: &[Weight]) -> Result<(String, Split, S
         .and_then(Item::as_table_like_mut)
         .ok_or_else(|| format!("route {route:?} has no split"))?;
     let old = weights_of(split);
+    let mut added = false;
     for w in weights {
         let value = i64::from(w.weight);
         match split.get_mut(&w.pool) {
@@ -131,10 +155,18 @@ fn edit(text: &str, route: &str, weights: &[Weight]) -> Result<(String, Split, S
             },
             None => {
                 split.insert(&w.pool, toml_edit::value(value));
+                added = true;
             }
         }
     }
     let new = weights_of(split);
+    if added {
+        // An inline table grown by a key keeps the old last value's trailing space
+        // (`k8s = 10 , blue = 5`): lay that one table out afresh.
+        if let Some(inline) = table.get_mut("split").and_then(Item::as_inline_table_mut) {
+            inline.fmt();
+        }
+    }
     Ok((doc.to_string(), old, new))
 }
 
@@ -175,15 +207,32 @@ fn write_atomically(path: &Path, text: &str, meta: &std::fs::Metadata) -> std::i
         .map_or_else(|| "config".into(), |n| n.to_string_lossy().into_owned());
     let tmp = dir.join(format!(".{name}.shift-{}", std::process::id()));
     let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut open = std::fs::OpenOptions::new();
+        // A new file, never one (or a link) already there; readable by no one else
+        // than the old one was, from its first byte.
+        open.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+            open.mode(meta.permissions().mode() & 0o7777);
+        }
+        let mut f = open.open(&tmp)?;
         f.write_all(text.as_bytes())?;
         f.sync_all()?;
         std::fs::set_permissions(&tmp, meta.permissions())?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::MetadataExt;
-            // Only root may give a file away; anyone else keeps their own ownership.
-            let _ = std::os::unix::fs::chown(&tmp, Some(meta.uid()), Some(meta.gid()));
+            // Only root may give a file away: anyone else is told, since the proxy may
+            // not read a file its owner cannot.
+            if std::os::unix::fs::chown(&tmp, Some(meta.uid()), Some(meta.gid())).is_err() {
+                eprintln!(
+                    "cutover shift: warning: {} now belongs to you, not to uid {} gid {}",
+                    path.display(),
+                    meta.uid(),
+                    meta.gid()
+                );
+            }
         }
         std::fs::rename(&tmp, path)
     })();
@@ -219,6 +268,15 @@ mod tests {
         );
         assert_eq!(old, [("ecs".into(), 90), ("k8s".into(), 10)]);
         assert_eq!(new, [("ecs".into(), 50), ("k8s".into(), 50)]);
+    }
+
+    #[test]
+    fn a_new_pool_joins_an_inline_split_neatly() {
+        let (out, ..) = edit(FILE, "ad-api", &[w("blue", 5)]).expect("edit");
+        assert!(
+            out.contains("split  = { ecs = 90, k8s = 10, blue = 5 }  # step 1\n"),
+            "{out}"
+        );
     }
 
     #[test]

@@ -125,6 +125,12 @@ impl Machine {
 
     /// Applies one event; returns the new state when it changed.
     pub(crate) fn observe(&mut self, event: Event, now: Instant) -> Option<State> {
+        let probe_event = matches!(event, Event::ProbePassed { .. } | Event::ProbeFailed);
+        if probe_event && !self.settings.has_probe() {
+            // A probe that was on its way when a reload took the pool's probe away: no
+            // probe will ever undo what it would do, so it does nothing.
+            return None;
+        }
         let before = self.state;
         self.expire_ejection(now);
         match event {
@@ -194,14 +200,14 @@ impl Machine {
     /// Settings without a probe readmit a backend that was waiting for one (warming,
     /// down, or ejected with its time up), since no probe would ever move it again; it
     /// slow-starts, as any readmitted backend does. Returns the new state when it changed.
-    // A reload that changes a pool's warm-up, slow start or ejection settings will
-    // apply them to the backends that stay (the live-config issue); tested here now.
-    #[allow(dead_code)]
+    /// A reload calls it for every backend that stays ([`super::Backend::apply`]).
     pub(crate) fn set_settings(&mut self, settings: Settings, now: Instant) -> Option<State> {
         let before = self.state;
         self.settings = settings;
         if !self.settings.has_probe() {
             self.first_probe_pending = false;
+            // The application's own warm-up figure came with the probe, and goes with it.
+            self.app_percent = None;
             let waiting = match self.state {
                 State::Warming | State::Down => true,
                 State::Ejected => self.ejected_until.is_none(),

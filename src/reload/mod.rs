@@ -1,14 +1,17 @@
 //! Applying a changed config: one task owns the swap, and everything that asks for a
-//! reload sends it a request: SIGHUP and [`Reloader::reload`] (reload whatever the file
-//! holds), the file watcher (reload only when the file's content changed). A reload
-//! builds a whole new snapshot off the request path and swaps it in one atomic store; a
-//! config that fails validation changes nothing. Requests are served one at a time, so
-//! two reloads never interleave.
+//! reload sends it a request. The file watcher asks whether the file changed: the same
+//! bytes again are no reload. SIGHUP and [`Reloader::reload`] ask for a reload, which
+//! re-reads the file (and whatever it names) even when its bytes did not change, unless
+//! a reload of those very bytes started after the ask. A reload builds a whole new
+//! snapshot off the request path and swaps it in one atomic store; a config that fails
+//! validation changes nothing. Asks are served one at a time, so two reloads never
+//! interleave.
 
 mod watch;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -21,14 +24,12 @@ pub(crate) use watch::{watch, Watching};
 /// What a reload ends in: the new generation, or the errors that kept the old config.
 type Outcome = Result<u64, ConfigError>;
 
-/// What the reload task is asked. Both kinds compare the file's content with the
-/// content last read: the same bytes again are no reload, whoever asks (DESIGN: a
-/// rewrite with identical content is not a reload, and SIGHUP takes the same path).
+/// What the reload task is asked.
 #[derive(Debug)]
 enum Ask {
-    /// Make the file's content live, and say how that went (SIGHUP, the API).
-    Reload(oneshot::Sender<Outcome>),
-    /// The file may have changed (the watcher).
+    /// Reload, and say how it went (SIGHUP, the API); asked at that instant.
+    Reload(oneshot::Sender<Outcome>, Instant),
+    /// The file may have changed (the watcher): reload if its content did.
     Check,
 }
 
@@ -43,7 +44,8 @@ impl Reloader {
     pub(crate) async fn reload(&self) -> Outcome {
         let (tx, rx) = oneshot::channel();
         let gone = || ConfigError::other("the reload task has stopped");
-        self.tx.send(Ask::Reload(tx)).await.map_err(|_| gone())?;
+        let ask = Ask::Reload(tx, Instant::now());
+        self.tx.send(ask).await.map_err(|_| gone())?;
         rx.await.map_err(|_| gone())?
     }
 
@@ -54,6 +56,13 @@ impl Reloader {
     }
 }
 
+/// The last reload: the content it read, when it read it, and what it came to.
+struct Last {
+    hash: u64,
+    read_at: Instant,
+    outcome: Outcome,
+}
+
 /// Starts the reload task for the config at `path`; `loaded_hash` is the content hash of
 /// the text the live config (generation 1) was read from. The task ends when every
 /// [`Reloader`] is gone.
@@ -62,37 +71,61 @@ pub(crate) fn spawn(path: PathBuf, loaded_hash: u64, shared: Arc<Shared>) -> Rel
     // started after it was asked, so none is answered with an older file.
     let (tx, mut rx) = mpsc::channel::<Ask>(16);
     tokio::spawn(async move {
-        // The content last read, and what reading it came to.
-        let mut last = (loaded_hash, Ok(1));
+        let mut last = Last {
+            hash: loaded_hash,
+            read_at: Instant::now(),
+            outcome: Ok(1),
+        };
+        // Whether the watcher already said it cannot read the file (said once).
+        let mut unreadable_said = false;
         while let Some(ask) = rx.recv().await {
-            let read = match ask {
-                Ask::Reload(_) => std::fs::read_to_string(&path),
-                Ask::Check => settled(&path).await,
-            };
+            let read_at = Instant::now();
+            let read = settled(&path).await;
             let outcome = match read {
-                Ok(text) if config::content_hash(&text) == last.0 => last.1.clone(),
-                // A file truncated and not written yet (an in-place save caught midway):
-                // never a config anyone means; the write's own event comes next.
-                Ok(text) if matches!(ask, Ask::Check) && text.trim().is_empty() => continue,
                 Ok(text) => {
-                    let started = std::time::Instant::now();
+                    unreadable_said = false;
                     let hash = config::content_hash(&text);
-                    let outcome = reload(&path, text, &shared).await;
-                    report(&outcome, &shared, started.elapsed());
-                    last = (hash, outcome.clone());
-                    outcome
+                    let fresh = match &ask {
+                        // The same bytes: no news.
+                        Ask::Check => hash == last.hash,
+                        // The same bytes, reloaded after this was asked: that answers it.
+                        Ask::Reload(_, asked) => hash == last.hash && last.read_at >= *asked,
+                    };
+                    if fresh {
+                        last.outcome.clone()
+                    } else if matches!(ask, Ask::Check) && text.trim().is_empty() {
+                        // A file truncated and not written yet (an in-place save caught
+                        // midway): never a config anyone means; its write comes next.
+                        continue;
+                    } else {
+                        let outcome = reload(&path, text, &shared).await;
+                        report(&outcome, &shared, read_at.elapsed());
+                        last = Last {
+                            hash,
+                            read_at,
+                            outcome: outcome.clone(),
+                        };
+                        outcome
+                    }
                 }
-                // A file caught between a delete and its new version: the watcher's
-                // next look tells; an explicit ask hears why now.
                 Err(e) => {
                     let outcome = Err(ConfigError::unreadable(&path, &e));
-                    if matches!(ask, Ask::Reload(_)) {
-                        report(&outcome, &shared, std::time::Duration::ZERO);
+                    match ask {
+                        Ask::Reload(..) => report(&outcome, &shared, Duration::ZERO),
+                        // Gone for a moment (a swap) is the next look's business; a file
+                        // that cannot be read (its mode, its owner) is said once.
+                        Ask::Check
+                            if e.kind() != std::io::ErrorKind::NotFound && !unreadable_said =>
+                        {
+                            unreadable_said = true;
+                            tracing::warn!(path = %path.display(), error = %e, "cannot read the config file; its changes are not applied");
+                        }
+                        Ask::Check => {}
                     }
                     outcome
                 }
             };
-            if let Ask::Reload(reply) = ask {
+            if let Ask::Reload(reply, _) = ask {
                 let _ = reply.send(outcome);
             }
         }
@@ -101,9 +134,9 @@ pub(crate) fn spawn(path: PathBuf, loaded_hash: u64, shared: Arc<Shared>) -> Rel
 }
 
 /// The file's content once two reads a moment apart agree: a file written in place is
-/// seen by the watcher while it is being written, and half a file may parse.
+/// seen while it is being written, and half a file may parse.
 async fn settled(path: &Path) -> std::io::Result<String> {
-    const SETTLE: std::time::Duration = std::time::Duration::from_millis(50);
+    const SETTLE: Duration = Duration::from_millis(50);
     let mut text = std::fs::read_to_string(path)?;
     for _ in 0..10 {
         tokio::time::sleep(SETTLE).await;
@@ -117,7 +150,7 @@ async fn settled(path: &Path) -> std::io::Result<String> {
 }
 
 /// Logs and counts how a reload that took `took` went.
-fn report(outcome: &Outcome, shared: &Shared, took: std::time::Duration) {
+fn report(outcome: &Outcome, shared: &Shared, took: Duration) {
     match outcome {
         Ok(generation) => {
             shared.reloads.succeeded();
@@ -148,8 +181,11 @@ async fn reload(path: &Path, text: String, shared: &Shared) -> Outcome {
         w.log(tracing::Level::WARN);
     }
     let old = shared.live.load_full();
-    if loaded.config.listen != old.config.listen || loaded.config.workers != old.config.workers {
-        tracing::warn!("[listen] and [runtime] changes need a restart; everything else is applied");
+    let (new, now) = (&loaded.config, &old.config);
+    if new.listen != now.listen || new.admin != now.admin || new.workers != now.workers {
+        tracing::warn!(
+            "[listen], [admin] and [runtime] changes need a restart; everything else is applied"
+        );
     }
     let snapshot = Snapshot::build(loaded.config, &shared.registry, Some(&old)).await;
     let generation = snapshot.generation;

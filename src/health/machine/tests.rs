@@ -212,3 +212,29 @@ fn dropping_the_probe_readmits_only_backends_waiting_for_one() {
     let t1 = t0 + Duration::from_secs(10);
     assert_eq!(ejected.expire_ejection(t1), Some(State::Ready));
 }
+
+#[test]
+fn a_probe_result_that_outlived_its_probe_changes_nothing() {
+    let t0 = Instant::now();
+    let mut m = Machine::new(probed(1, 1, None), false, t0);
+    m.observe(
+        Event::ProbePassed {
+            warmup_percent: Some(40),
+        },
+        t0,
+    );
+    assert_eq!((m.state(), m.factor(t0)), (State::Ready, 0.4));
+    // A reload takes the probe away while one more probe is on its way.
+    assert_eq!(m.set_settings(unprobed(), t0), None);
+    assert_eq!(
+        m.factor(t0),
+        1.0,
+        "the application's figure went with the probe"
+    );
+    assert_eq!(m.observe(Event::ProbeFailed, t0), None);
+    assert_eq!(
+        (m.state(), m.factor(t0)),
+        (State::Ready, 1.0),
+        "no probe to undo a down"
+    );
+}
