@@ -1,12 +1,12 @@
-//! `/metrics` and `/status` after real traffic: the exposition read back with a real
-//! Prometheus text parser, its counts held against what the upstreams counted.
+//! `/metrics` after real traffic: the exposition read back with a real Prometheus text
+//! parser, its counts held against what the upstreams counted.
 
 mod support;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
-use prometheus_parse::{Sample, Scrape, Value};
+use support::exposition::scrape;
 use support::upstream::closed_port;
 use support::{get, Proxy, RawUpstream, Upstream};
 
@@ -46,84 +46,6 @@ const FAMILIES: [(&str, &str); 13] = [
     ("cutover_inflight_requests", "gauge"),
     ("cutover_client_connections", "gauge"),
 ];
-
-struct Exposition {
-    text: String,
-    scrape: Scrape,
-}
-
-async fn scrape(admin: SocketAddr) -> Exposition {
-    let r = get(admin, "/metrics", &[]).await;
-    assert_eq!(r.status, 200);
-    assert_eq!(
-        r.header("content-type"),
-        Some("text/plain; version=0.0.4; charset=utf-8"),
-        "the text format's content type"
-    );
-    let scrape = Scrape::parse(r.body.lines().map(|l| Ok(l.to_owned()))).expect("parse");
-    Exposition {
-        text: r.body,
-        scrape,
-    }
-}
-
-impl Exposition {
-    fn samples<'a>(
-        &'a self,
-        metric: &'a str,
-        labels: &'a [(&'a str, &'a str)],
-    ) -> impl Iterator<Item = &'a Sample> + 'a {
-        self.scrape.samples.iter().filter(move |s| {
-            s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))
-        })
-    }
-
-    /// The value of the one sample of `metric` with `labels` (0 when there is none).
-    fn value(&self, metric: &str, labels: &[(&str, &str)]) -> f64 {
-        let found: Vec<&Sample> = self.samples(metric, labels).collect();
-        assert!(
-            found.len() <= 1,
-            "{metric} {labels:?} is not one series: {found:?}"
-        );
-        found.first().map_or(0.0, |s| match &s.value {
-            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
-            other => panic!("{metric} is not a number: {other:?}"),
-        })
-    }
-
-    /// Sum over every series of `metric` that has `labels`.
-    fn sum(&self, metric: &str, labels: &[(&str, &str)]) -> f64 {
-        self.samples(metric, labels)
-            .map(|s| match &s.value {
-                Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
-                other => panic!("{metric} is not a number: {other:?}"),
-            })
-            .sum()
-    }
-
-    /// A histogram's buckets (upper bound, cumulative count); panics when absent.
-    fn histogram(&self, metric: &str, labels: &[(&str, &str)]) -> Vec<(f64, f64)> {
-        let s = self
-            .samples(metric, labels)
-            .next()
-            .unwrap_or_else(|| panic!("no {metric} {labels:?} in\n{}", self.text));
-        match &s.value {
-            Value::Histogram(h) => h.iter().map(|b| (b.less_than, b.count)).collect(),
-            other => panic!("{metric} is not a histogram: {other:?}"),
-        }
-    }
-
-    fn count(&self, metric: &str, labels: &[(&str, &str)]) -> f64 {
-        let buckets = self.histogram(metric, labels);
-        buckets.last().map_or(0.0, |b| b.1)
-    }
-
-    fn label_values(&self, metric: &str, label: &str) -> BTreeSet<String> {
-        self.samples(metric, &[])
-            .filter_map(|s| s.labels.get(label).map(str::to_owned))
-            .collect()
-    }
-}
 
 fn config(ecs: &Upstream, k8s: &[SocketAddr]) -> String {
     let k8s: Vec<String> = k8s.iter().map(|a| format!("\"{a}\"")).collect();

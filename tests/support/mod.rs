@@ -4,6 +4,7 @@
 #![allow(dead_code, unused_imports, unreachable_pub)]
 
 pub mod client;
+pub mod exposition;
 pub mod process;
 pub mod prometheus;
 pub mod upstream;
