@@ -7,6 +7,7 @@
 //! [`routing`] (the snapshot a reload swaps: routes, pools, pickers) ·
 //! [`balance`] (pool and backend picks) ·
 //! [`health`] (warm-up, slow start, ejection; the registry that outlives reloads) ·
+//! [`discovery`] (backend names looked up again; a changed answer rebuilds the snapshot) ·
 //! [`server`] (listeners and client connections: cutover's own HTTP/1 server, hyper
 //! behind the framing guard, idle parking, draining) ·
 //! [`http1`] (the HTTP/1 wire format both ends share: fields, framing, hop-by-hop,
@@ -72,6 +73,7 @@ pub mod app;
 pub mod balance;
 pub mod cli;
 pub mod config;
+mod discovery;
 pub mod health;
 mod http1;
 pub mod metrics;

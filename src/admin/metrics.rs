@@ -74,5 +74,12 @@ pub(super) fn render(shared: &Shared) -> String {
     e.gauge(Family::Inflight, &[], shared.in_flight.get() as f64);
     let connections = shared.connections.load(Ordering::Relaxed);
     e.gauge(Family::ClientConnections, &[], connections as f64);
+    for (pool, result, n) in shared.registry.dns.results() {
+        e.counter(
+            Family::DnsResolutions,
+            &[("pool", &pool), ("result", result)],
+            n as f64,
+        );
+    }
     e.encode()
 }

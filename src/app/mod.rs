@@ -75,6 +75,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let listening = crate::server::listen(&shared, workers, &stopped)?;
     let reloader = crate::reload::spawn(path.clone(), loaded_hash, shared.clone());
     let watching = crate::reload::watch(&path, reloader.clone(), stopped.clone());
+    tokio::spawn(crate::discovery::run(
+        shared.clone(),
+        reloader.clone(),
+        stopped.clone(),
+    ));
     // Every listener is bound (connections queue until accepted): ready before the log
     // line that tells the outside so.
     shared.ready.store(true, Ordering::Release);

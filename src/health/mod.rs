@@ -67,6 +67,9 @@ pub struct Backend {
 pub struct Registry {
     backends: Mutex<HashMap<(String, SocketAddr), Weak<Backend>>>,
     epochs: Mutex<HashMap<String, Arc<AtomicU64>>>,
+    /// The last good DNS answer of every backend name: kept across reloads, so that a
+    /// reload during a DNS outage keeps the pods it had.
+    pub(crate) dns: crate::discovery::Dns,
 }
 
 // === impl Backend ===

@@ -30,9 +30,10 @@ pub(crate) enum Family {
     PoolEffectiveWeight,
     Inflight,
     ClientConnections,
+    DnsResolutions,
 }
 
-const FAMILIES: [(Family, &str, MetricType, &str); 13] = [
+const FAMILIES: [(Family, &str, MetricType, &str); 14] = [
     (Family::Requests, "cutover_requests_total", MetricType::COUNTER,
         "Requests answered, by route, pool and the status sent to the client (pool=\"none\" when none was picked)."),
     (Family::RequestDuration, "cutover_request_duration_seconds", MetricType::HISTOGRAM,
@@ -59,6 +60,8 @@ const FAMILIES: [(Family, &str, MetricType, &str); 13] = [
         "Requests being handled now."),
     (Family::ClientConnections, "cutover_client_connections", MetricType::GAUGE,
         "Open client connections."),
+    (Family::DnsResolutions, "cutover_dns_resolutions_total", MetricType::COUNTER,
+        "Lookups of backend names, by pool and result: success, empty, failure (the last good answer is kept)."),
 ];
 
 /// An exposition being filled.

@@ -31,6 +31,8 @@ enum Ask {
     Reload(oneshot::Sender<Outcome>, Instant),
     /// The file may have changed (the watcher): reload if its content did.
     Check,
+    /// A backend name's answer changed: rebuild the live config's snapshot.
+    Rebuild,
 }
 
 /// Asks the reload task for reloads. Cheap to clone.
@@ -53,6 +55,11 @@ impl Reloader {
     /// the file after this change anyway.
     pub(crate) fn check(&self) {
         let _ = self.tx.try_send(Ask::Check);
+    }
+
+    /// Says a backend name's answer changed. Never waits.
+    pub(crate) fn rebuild(&self) {
+        let _ = self.tx.try_send(Ask::Rebuild);
     }
 }
 
@@ -79,6 +86,10 @@ pub(crate) fn spawn(path: PathBuf, loaded_hash: u64, shared: Arc<Shared>) -> Rel
         // Whether the watcher already said it cannot read the file (said once).
         let mut unreadable_said = false;
         while let Some(ask) = rx.recv().await {
+            if let Ask::Rebuild = ask {
+                rebuild(&shared).await;
+                continue;
+            }
             let read_at = Instant::now();
             let read = settled(&path).await;
             let outcome = match read {
@@ -87,7 +98,7 @@ pub(crate) fn spawn(path: PathBuf, loaded_hash: u64, shared: Arc<Shared>) -> Rel
                     let hash = config::content_hash(&text);
                     let fresh = match &ask {
                         // The same bytes: no news.
-                        Ask::Check => hash == last.hash,
+                        Ask::Check | Ask::Rebuild => hash == last.hash,
                         // The same bytes, reloaded after this was asked: that answers it.
                         Ask::Reload(_, asked) => hash == last.hash && last.read_at >= *asked,
                     };
@@ -120,7 +131,7 @@ pub(crate) fn spawn(path: PathBuf, loaded_hash: u64, shared: Arc<Shared>) -> Rel
                             unreadable_said = true;
                             tracing::warn!(path = %path.display(), error = %e, "cannot read the config file; its changes are not applied");
                         }
-                        Ask::Check => {}
+                        Ask::Check | Ask::Rebuild => {}
                     }
                     outcome
                 }
@@ -131,6 +142,23 @@ pub(crate) fn spawn(path: PathBuf, loaded_hash: u64, shared: Arc<Shared>) -> Rel
         }
     });
     Reloader { tx }
+}
+
+/// The live config again, with the backend names' new answers: the same swap as a
+/// reload, keeping the generation (the config did not change).
+async fn rebuild(shared: &Shared) {
+    let old = shared.live.load_full();
+    let config = (*old.config).clone();
+    let mut snapshot = Snapshot::build(config, &shared.registry, Some(&old)).await;
+    snapshot.generation = old.generation;
+    let count =
+        |s: &Snapshot| -> usize { s.pools.iter().map(|p| p.backends.members().len()).sum() };
+    tracing::info!(
+        backends = count(&snapshot),
+        before = count(&old),
+        "backend addresses changed"
+    );
+    shared.live.store(Arc::new(snapshot));
 }
 
 /// The file's content once two reads a moment apart agree: a file written in place is

@@ -101,7 +101,7 @@ impl Snapshot {
         for pc in &config.pools {
             let mut members = Vec::new();
             for b in &pc.backends {
-                for (addr, host) in resolve(&b.target).await {
+                for (addr, host) in resolve(&pc.name, &b.target, registry).await {
                     let make = || Machine::new(Settings::of(pc), at_start, now);
                     let (backend, created) =
                         registry.get_or_insert(&pc.name, addr, host, pc.warmup.clone(), make);
@@ -178,24 +178,22 @@ impl Snapshot {
     }
 }
 
-/// Addresses for a backend target; a name resolves through the system resolver.
-async fn resolve(target: &Target) -> Vec<(std::net::SocketAddr, Option<String>)> {
+/// Addresses for a backend target: a name's last good answer (see [`crate::discovery`]),
+/// looked up now when the name is new.
+async fn resolve(
+    pool: &str,
+    target: &Target,
+    registry: &Registry,
+) -> Vec<(std::net::SocketAddr, Option<String>)> {
     match target {
         Target::Addr(a) => vec![(*a, None)],
-        Target::Host { name, port } => {
-            match tokio::net::lookup_host((name.as_str(), *port)).await {
-                Ok(addrs) => {
-                    let mut v: Vec<_> = addrs.map(|a| (a, Some(name.clone()))).collect();
-                    v.sort();
-                    v.dedup();
-                    v
-                }
-                Err(e) => {
-                    tracing::warn!(host = %name, error = %e, "backend name did not resolve");
-                    Vec::new()
-                }
-            }
-        }
+        Target::Host { name, port } => registry
+            .dns
+            .addresses(pool, name, *port)
+            .await
+            .into_iter()
+            .map(|a| (a, Some(name.clone())))
+            .collect(),
     }
 }
 

@@ -47,6 +47,16 @@ impl Upstream {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind upstream");
+        Upstream::serve(name, listener)
+    }
+
+    /// An upstream on `addr`; `None` when it cannot be bound (the port is taken).
+    pub async fn start_at(name: &'static str, addr: SocketAddr) -> Option<Upstream> {
+        let listener = TcpListener::bind(addr).await.ok()?;
+        Some(Upstream::serve(name, listener))
+    }
+
+    fn serve(name: &'static str, listener: TcpListener) -> Upstream {
         let up = Upstream {
             name,
             addr: listener.local_addr().expect("addr"),
