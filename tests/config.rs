@@ -101,6 +101,11 @@ fn each_validation_rule() {
         "every split weight at 0",
     );
     assert_error("[pools.p]\nbackends = []\n", 2, "no backends");
+    assert_error(
+        &format!("{POOL}warmup = {{ path = \"/ready now\" }}\n"),
+        3,
+        "not a valid request target",
+    );
     // `none` is the metrics' label for no route: a route of that name would share it.
     assert_error(
         &format!("{POOL}[[routes]]\nname = \"none\"\nsplit = {{ p = 1 }}\n"),

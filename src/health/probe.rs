@@ -1,16 +1,15 @@
 //! Probe tasks: one per backend, feeding its state machine with what the warm-up path
-//! answers, and ticking slow start and ejection along.
+//! answers, and ticking slow start and ejection along. A probe is a GET on the
+//! project's own backend client, over a connection of its own.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use http_body_util::Empty;
-use hyper::body::Bytes;
-use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
 
 use super::{Backend, Event};
 use crate::config::Warmup;
+use crate::upstream::{Exchange, Outgoing, UpstreamRequestBody};
 
 /// How often a backend without a probe re-checks slow start and ejection expiry.
 const TICK: Duration = Duration::from_millis(250);
@@ -57,7 +56,7 @@ async fn run(backend: Weak<Backend>) {
 
 /// One GET of the warm-up path on a fresh connection: 2xx within the timeout passes.
 async fn probe(b: &Backend, w: &Warmup) -> Event {
-    match timeout(w.timeout, probe_once(b, &w.path)).await {
+    match timeout(w.timeout, probe_once(b, &w.path, w.timeout)).await {
         Ok(Ok(event)) => event,
         Ok(Err(e)) => {
             tracing::debug!(pool = %b.pool, backend = %b.addr, error = %e, "probe failed");
@@ -70,27 +69,38 @@ async fn probe(b: &Backend, w: &Warmup) -> Event {
 async fn probe_once(
     b: &Backend,
     path: &str,
+    connect_within: Duration,
 ) -> Result<Event, Box<dyn std::error::Error + Send + Sync>> {
-    let stream = TcpStream::connect(b.addr).await?;
-    let io = hyper_util::rt::TokioIo::new(stream);
-    let (mut send, conn) = hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(io).await?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    let host = b.host.clone().unwrap_or_else(|| b.addr.to_string());
-    let req = http::Request::get(path)
-        .header(http::header::HOST, host)
-        .header(http::header::CONNECTION, "close")
-        .header(http::header::USER_AGENT, "cutover-probe")
-        .body(Empty::new())?;
-    let resp = send.send_request(req).await?;
-    if !resp.status().is_success() {
+    // A connection of its own, never a pooled one: the probe sees the backend as a new
+    // client would, and a request never waits behind a probe.
+    let conn = b.conns.connect(b.addr, connect_within).await?;
+    let host = b.host.as_deref().unwrap_or(b.authority.as_str());
+    let mut head = bytes::BytesMut::with_capacity(128 + path.len());
+    head.extend_from_slice(b"GET ");
+    head.extend_from_slice(path.as_bytes());
+    head.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    head.extend_from_slice(host.as_bytes());
+    head.extend_from_slice(b"\r\nconnection: close\r\nuser-agent: cutover-probe\r\n\r\n");
+    let request = Outgoing {
+        method: http::Method::GET,
+        head,
+        chunked: false,
+        host_at: None,
+    };
+    let mut exchange = Exchange::new(
+        conn,
+        &request,
+        b.authority.as_str(),
+        UpstreamRequestBody::Empty,
+    );
+    let answer = std::future::poll_fn(|cx| exchange.poll_head(cx)).await?;
+    if !answer.status.is_success() {
         return Ok(Event::ProbeFailed);
     }
-    let warmup_percent = resp
-        .headers()
+    let warmup_percent = answer
+        .fields
         .get("x-cutover-warmup")
-        .and_then(|v| v.to_str().ok())
+        .and_then(|v| std::str::from_utf8(v).ok())
         .and_then(|v| v.trim().parse::<u8>().ok())
         .map(|p| p.min(100));
     Ok(Event::ProbePassed { warmup_percent })

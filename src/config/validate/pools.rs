@@ -83,8 +83,12 @@ impl Checker<'_> {
 
     fn warmup(&mut self, raw: &Spanned<raw::RawWarmup>) -> Warmup {
         let w = raw.get_ref();
-        if !w.path.get_ref().starts_with('/') {
+        let path = w.path.get_ref();
+        if !path.starts_with('/') {
             self.error(w.path.span(), "warmup path must start with '/'");
+        } else if path.parse::<http::uri::PathAndQuery>().is_err() || path.contains(' ') {
+            // It goes on the probe's request line as it is.
+            self.error(w.path.span(), "warmup path is not a valid request target");
         }
         let healthy = self.at_least_one(&w.healthy, "healthy", 2);
         let unhealthy = self.at_least_one(&w.unhealthy, "unhealthy", 3);
