@@ -151,3 +151,37 @@ async fn a_name_is_followed_from_address_to_address() {
         "address changes are no config reload"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_probe_reads_the_applications_own_warm_up_figure() {
+    let ecs = Upstream::start("ecs").await;
+    let k8s = Upstream::start("k8s").await;
+    k8s.warmup_percent
+        .store(30, std::sync::atomic::Ordering::SeqCst);
+    let config = |with_k8s: bool| {
+        let mut c = format!(
+            "[pools.ecs]\nbackends = [\"{}\"]\n[[routes]]\nname = \"r\"\nsplit = {{ ecs = 1 }}\n",
+            ecs.addr
+        );
+        if with_k8s {
+            c.push_str(&format!(
+                "[pools.k8s]\nbackends = [\"{}\"]\nwarmup = {{ path = \"/ready\", interval = \"100ms\", healthy = 1 }}\n",
+                k8s.addr
+            ));
+        }
+        c
+    };
+    let proxy = Proxy::start(&config(false)).await;
+    // A pod that comes later, as a new one would: warming, then at the figure it
+    // reports, read by the probe off the probe's own answer.
+    proxy.reload(&config(true)).await;
+    let weight = async || -> Option<f64> {
+        let s: cutover::status::Status =
+            serde_json::from_str(&get(proxy.admin, "/status", &[]).await.body).ok()?;
+        Some(s.pools.iter().find(|p| p.name == "k8s")?.backends[0].effective_weight)
+    };
+    support::eventually("k8s at its own 30 %", async || weight().await == Some(0.3)).await;
+    k8s.warmup_percent
+        .store(100, std::sync::atomic::Ordering::SeqCst);
+    support::eventually("k8s warm", async || weight().await == Some(1.0)).await;
+}

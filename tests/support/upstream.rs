@@ -21,7 +21,8 @@ use tokio::net::TcpListener;
 /// - any path: 200, header `x-upstream: NAME`, body = the request head as received;
 ///   after [`Upstream::with_delay`], that much later; after [`Upstream::failing_one_in`],
 ///   a 500 instead for every Nth request counted in `hits`
-/// - `/ready`: the status in `ready_status` (200 by default)
+/// - `/ready`: the status in `ready_status` (200 by default), with
+///   `x-cutover-warmup: N` when `warmup_percent` holds N (0-100)
 /// - `/slow/MS`: answers after MS milliseconds
 /// - `/bytes/N`: streams N bytes
 /// - `/echo`: streams the request body back
@@ -32,6 +33,8 @@ pub struct Upstream {
     pub addr: SocketAddr,
     pub hits: Arc<AtomicUsize>,
     pub ready_status: Arc<AtomicU16>,
+    /// The warm-up percent `/ready` reports; above 100: none.
+    pub warmup_percent: Arc<AtomicU16>,
     /// Request heads as received, most recent last.
     pub seen: Arc<Mutex<Vec<String>>>,
     /// Milliseconds to wait before answering on the catch-all path.
@@ -62,6 +65,7 @@ impl Upstream {
             addr: listener.local_addr().expect("addr"),
             hits: Arc::new(AtomicUsize::new(0)),
             ready_status: Arc::new(AtomicU16::new(200)),
+            warmup_percent: Arc::new(AtomicU16::new(u16::MAX)),
             seen: Arc::new(Mutex::new(Vec::new())),
             delay_ms: Arc::new(AtomicU64::new(0)),
             fail_one_in: Arc::new(AtomicUsize::new(0)),
@@ -119,7 +123,13 @@ impl Upstream {
         if path == "/ready" {
             let status = StatusCode::from_u16(self.ready_status.load(Ordering::SeqCst))
                 .unwrap_or(StatusCode::OK);
-            return self.reply(status, full("ready"));
+            let mut r = self.reply(status, full("ready"));
+            let percent = self.warmup_percent.load(Ordering::SeqCst);
+            if percent <= 100 {
+                r.headers_mut()
+                    .insert("x-cutover-warmup", http::HeaderValue::from(percent));
+            }
+            return r;
         }
         let hit = self.hits.fetch_add(1, Ordering::SeqCst) + 1;
         let mut head = format!("{} {} {:?}\n", req.method(), req.uri(), req.version());
