@@ -130,5 +130,53 @@ fn record(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, picks, route_match, record);
+/// Picks while 5 000 backends slow-start at once (a Deployment rollout): their probe
+/// tasks move factors many times a second on the runtime's threads, and the pool's
+/// pick table must not be rebuilt on every pick.
+fn mass_slow_start(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let registry = Registry::new();
+    let parse = |text: &str| {
+        cutover::config::parse(Path::new("bench.toml"), text)
+            .expect("valid bench config")
+            .config
+    };
+    let before = parse(&pools_config(1, false));
+    // The same pool grown to 5 000 backends, new to the registry, slow-starting over
+    // 20 s: each moves its factor every 200 ms, as its probe task ticks.
+    let after = parse(&pools_config(5_000, false).replace(
+        "[pools.b]",
+        "[pools.a.slow_start]\nwindow = \"20s\"\n[pools.b]",
+    ));
+    let snap = rt.block_on(async {
+        let first = Snapshot::build(before, &registry, None).await;
+        Snapshot::build(after, &registry, Some(&first)).await
+    });
+    let route = snap.route(Some("x"), "/").expect("route");
+    let set = &route.split[0].0.backends;
+    let mut g = c.benchmark_group("pick_during_mass_slow_start_5000");
+    // Back to back: factors move once per hundreds of picks.
+    g.bench_function("back_to_back", |b| {
+        b.iter(|| black_box(set.pick(rand::random::<f64>(), &[])))
+    });
+    // At a proxy's pace, a pick every ~60 us (what a sleep of 50 us gives): factors
+    // move between most picks, and a table rebuilt on each change would cost every pick
+    // a pass over 5 000 backends. Only the pick is timed.
+    g.bench_function("one_pick_per_60us", |b| {
+        b.iter_custom(|iters| {
+            let mut spent = std::time::Duration::ZERO;
+            for _ in 0..iters {
+                std::thread::sleep(std::time::Duration::from_micros(50));
+                let t = Instant::now();
+                black_box(set.pick(rand::random::<f64>(), &[]));
+                spent += t.elapsed();
+            }
+            spent
+        })
+    });
+    g.finish();
+    drop(rt);
+}
+
+criterion_group!(benches, picks, route_match, record, mass_slow_start);
 criterion_main!(benches);

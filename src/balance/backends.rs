@@ -1,11 +1,13 @@
 //! Weighted backend choice inside one pool, cheap with thousands of backends.
 //!
 //! Effective weights change only when a backend's state or slow-start factor does, so
-//! the cumulative table is cached and rebuilt when the registry's epoch moves; a pick is
-//! one atomic load, one compare and a binary search.
+//! the cumulative table is cached and rebuilt when the registry's epoch moves (at once
+//! for a state, at most every [`FACTOR_EVERY`] for factors); a pick is one atomic load,
+//! one compare and a binary search.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
@@ -33,12 +35,17 @@ pub struct BackendSet {
     capacity: AtomicU64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Table {
     epoch: u64,
+    built_at: Instant,
     /// Running sum of effective weights, one entry per member.
     cumulative: Vec<f64>,
 }
+
+/// How late a table may take in slow-start factors: a pool rebuilds it at most this
+/// often for them (a change of state is taken in at once).
+const FACTOR_EVERY: Duration = Duration::from_millis(100);
 
 impl BackendSet {
     pub fn new(members: Vec<Member>, epoch: Arc<AtomicU64>) -> Self {
@@ -49,6 +56,7 @@ impl BackendSet {
             epoch,
             table: ArcSwap::from_pointee(Table {
                 epoch: u64::MAX,
+                built_at: Instant::now(),
                 cumulative: Vec::new(),
             }),
             capacity: AtomicU64::new(0),
@@ -132,6 +140,10 @@ impl BackendSet {
         if t.epoch == now {
             return t;
         }
+        let factors_only = t.epoch >> 32 == now >> 32 && t.epoch != u64::MAX;
+        if factors_only && t.built_at.elapsed() < FACTOR_EVERY {
+            return t;
+        }
         let mut sum = 0.0;
         let cumulative = self
             .members
@@ -143,15 +155,17 @@ impl BackendSet {
             .collect();
         self.table.store(Arc::new(Table {
             epoch: now,
+            built_at: Instant::now(),
             cumulative,
         }));
         self.table.load()
     }
 }
 
-/// The part of an epoch kept beside the cached capacity.
+/// The part of an epoch kept beside the cached capacity: the low 16 bits of its count
+/// of state changes and of factor changes.
 fn tag(epoch: u64) -> u64 {
-    epoch & u64::from(u32::MAX)
+    (epoch >> 32 & 0xFFFF) << 16 | epoch & 0xFFFF
 }
 
 fn weight_at(cumulative: &[f64], i: usize) -> f64 {
@@ -192,5 +206,42 @@ mod tests {
             let capacity = set.capacity();
             assert!((capacity - left).abs() < 1e-6, "{capacity}, want {left}");
         }
+    }
+
+    #[test]
+    fn slow_start_factors_are_taken_in_at_a_bounded_rate() {
+        let registry = Registry::new();
+        let t0 = Instant::now();
+        let mut settings = Settings::eject_at_first_failure();
+        settings.slow_start = Some(crate::config::SlowStart {
+            window: Duration::from_secs(100),
+            aggression: 1.0,
+            min_percent: 0,
+        });
+        // Not there at start: it slow-starts from t0.
+        let machine = || Machine::new(settings.clone(), false, t0);
+        let addr = "127.0.0.1:1".parse().expect("addr");
+        let (backend, _) = registry.get_or_insert("p", addr, None, None, machine);
+        backend.tick(t0 + Duration::from_secs(10));
+        let member = Member {
+            backend: backend.clone(),
+            weight: 1,
+        };
+        let set = BackendSet::new(vec![member], registry.pool_epoch("p"));
+        let near = |want: f64| (set.capacity() - want).abs() < 1e-6;
+        assert!(near(0.1), "{}", set.capacity());
+        // A factor moves: the table built a moment ago stands for now...
+        backend.tick(t0 + Duration::from_secs(50));
+        assert!(
+            near(0.1),
+            "factor-only changes coalesce: {}",
+            set.capacity()
+        );
+        // ...and is rebuilt once it is FACTOR_EVERY old.
+        std::thread::sleep(FACTOR_EVERY);
+        assert!(near(0.5), "{}", set.capacity());
+        // A change of state is taken in at once.
+        backend.observe(Event::RequestFailed { may_eject: true }, t0);
+        assert_eq!(set.capacity(), 0.0, "ejected");
     }
 }

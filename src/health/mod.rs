@@ -58,11 +58,20 @@ pub struct Backend {
     epoch: Arc<AtomicU64>,
 }
 
+/// A pool epoch's step for a change of state or membership (its high 32 bits)...
+pub(crate) const STATE_CHANGE: u64 = 1 << 32;
+/// ...and for a change of a slow-start factor only (its low 32 bits), which pickers may
+/// take in a little late: hundreds of pods slow-starting at once move a factor many
+/// times a second, and a table rebuilt on each would cost every pick a pass over the
+/// pool.
+pub(crate) const FACTOR_CHANGE: u64 = 1;
+
 /// Hands out backends by (pool, address) and keeps them alive across reloads.
 ///
 /// Each pool has an epoch that grows whenever one of its backends' state or factor
-/// changes, so its pickers know to rebuild their tables without being told who
-/// changed, and a change in one pool costs the others nothing.
+/// changes (by [`STATE_CHANGE`] or [`FACTOR_CHANGE`]), so its pickers know to rebuild
+/// their tables without being told who changed, and a change in one pool costs the
+/// others nothing.
 #[derive(Debug, Default)]
 pub struct Registry {
     backends: Mutex<HashMap<(String, SocketAddr), Weak<Backend>>>,
@@ -151,8 +160,10 @@ impl Backend {
     fn publish(&self, state: State, factor: f64) {
         let old_state = self.state.swap(state as u8, Ordering::AcqRel);
         let old_factor = self.factor.swap(factor.to_bits(), Ordering::AcqRel);
-        if old_state != state as u8 || old_factor != factor.to_bits() {
-            self.epoch.fetch_add(1, Ordering::AcqRel);
+        if old_state != state as u8 {
+            self.epoch.fetch_add(STATE_CHANGE, Ordering::AcqRel);
+        } else if old_factor != factor.to_bits() {
+            self.epoch.fetch_add(FACTOR_CHANGE, Ordering::AcqRel);
         }
     }
 }
@@ -212,7 +223,7 @@ impl Registry {
             epoch: epoch.clone(),
         });
         map.insert(key, Arc::downgrade(&b));
-        epoch.fetch_add(1, Ordering::AcqRel);
+        epoch.fetch_add(STATE_CHANGE, Ordering::AcqRel);
         (b, true)
     }
 }
