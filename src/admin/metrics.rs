@@ -13,14 +13,13 @@ pub(super) fn render(shared: &Shared) -> String {
     let snapshot = shared.live.load_full();
     let mut e = Exposition::new();
     for route in &snapshot.routes {
-        for (i, series) in route.all_series().iter().enumerate() {
-            let pool = route.split.get(i).map_or(NONE, |(p, _)| &*p.name);
+        for (pool, series, in_split) in route.pool_series() {
             let labels = [("route", &*route.name), ("pool", pool)];
             let totals = series.totals();
             e.codes(Family::Requests, &labels, "code", &totals);
             // Every pool of the split has its histogram from the start, so that a
             // rate over it has a zero to start from; `pool="none"` once it counts.
-            if i < route.split.len() || totals.observations() > 0 {
+            if in_split || totals.observations() > 0 {
                 e.histogram(Family::RequestDuration, &labels, &totals);
             }
         }
@@ -45,7 +44,7 @@ pub(super) fn render(shared: &Shared) -> String {
             let totals = b.stats.totals();
             e.codes(Family::UpstreamRequests, &labels, "outcome", &totals);
             e.histogram(Family::UpstreamDuration, &labels, &totals);
-            let effective = tidy(f64::from(m.weight) * b.factor());
+            let effective = tidy(m.effective_weight());
             e.gauge(
                 Family::BackendUp,
                 &labels,

@@ -32,12 +32,15 @@ pub(crate) async fn run(
 fn sample(shared: &Shared) {
     let snapshot = shared.live.load_full();
     let now = Instant::now();
-    let routes = snapshot.routes.iter().flat_map(|r| r.all_series().iter());
+    let routes = snapshot
+        .routes
+        .iter()
+        .flat_map(|r| r.pool_series().map(|(_, series, _)| series));
     let backends = snapshot
         .pools
         .iter()
         .flat_map(|p| p.backends.members().iter().map(|m| &m.backend.stats));
-    for series in routes.map(|s| &**s).chain(backends) {
+    for series in routes.chain(backends) {
         series.sample(now);
     }
 }

@@ -47,16 +47,11 @@ fn route(r: &Route, now: Instant) -> (status::Route, Vec<(String, Stats)>) {
         .map(|(p, w)| (p.name.to_string(), metrics::tidy(w)))
         .collect();
     let mut by_pool = Vec::new();
-    for (i, series) in r.all_series().iter().enumerate() {
-        let name = r
-            .split
-            .get(i)
-            .map_or(metrics::NONE, |(p, _)| &*p.name)
-            .to_owned();
+    for (pool, series, in_split) in r.pool_series() {
         let stats = series.last_minute(now);
         // Requests that got no pool are listed only when there were some.
-        if i < r.split.len() || stats.requests > 0 {
-            by_pool.push((name, stats));
+        if in_split || stats.requests > 0 {
+            by_pool.push((pool.to_owned(), stats));
         }
     }
     let traffic = by_pool
@@ -103,7 +98,7 @@ fn pools(
                         addr: b.addr.to_string(),
                         state: b.state().as_str().to_owned(),
                         weight: m.weight,
-                        effective_weight: metrics::tidy(f64::from(m.weight) * b.factor()),
+                        effective_weight: metrics::tidy(m.effective_weight()),
                         in_flight: b.conns.in_flight() as u64,
                         window: figures(&b.stats.last_minute(now)),
                     }

@@ -21,6 +21,13 @@ pub struct Member {
     pub weight: u32,
 }
 
+impl Member {
+    /// Its configured weight times its warm-up/slow-start factor: what picks use now.
+    pub(crate) fn effective_weight(&self) -> f64 {
+        f64::from(self.weight) * self.backend.factor()
+    }
+}
+
 /// The members of a pool and their cached pick table.
 #[derive(Debug)]
 pub struct BackendSet {
@@ -149,7 +156,7 @@ impl BackendSet {
             .members
             .iter()
             .map(|m| {
-                sum += f64::from(m.weight) * m.backend.factor();
+                sum += m.effective_weight();
                 sum
             })
             .collect();

@@ -100,6 +100,8 @@ impl Snapshot {
         let mut pools = Vec::new();
         for pc in &config.pools {
             let mut members = Vec::new();
+            // A pool of thousands of pods must not cost a quadratic walk per reload.
+            let mut seen = std::collections::HashSet::new();
             for b in &pc.backends {
                 for (addr, host) in resolve(&pc.name, &b.target, registry).await {
                     let make = || Machine::new(Settings::of(pc), at_start, now);
@@ -110,7 +112,7 @@ impl Snapshot {
                     } else {
                         backend.apply(pc, now);
                     }
-                    if !members.iter().any(|m: &Member| m.backend.addr == addr) {
+                    if seen.insert(addr) {
                         members.push(Member {
                             backend,
                             weight: b.weight,
@@ -241,9 +243,16 @@ impl Route {
         }
     }
 
-    /// The series of each split entry, in split order, then the no-pool one.
-    pub(crate) fn all_series(&self) -> &[Arc<Series>] {
-        &self.series
+    /// Each series with its `pool` label: the split's pools in order (with `true`: a
+    /// pool of the split), then `none` (with `false`).
+    pub(crate) fn pool_series(&self) -> impl Iterator<Item = (&str, &Series, bool)> + '_ {
+        self.series
+            .iter()
+            .enumerate()
+            .map(|(i, s)| match self.split.get(i) {
+                Some((pool, _)) => (&*pool.name, &**s, true),
+                None => (crate::metrics::NONE, &**s, false),
+            })
     }
 
     /// The split weight of `pool` at `now` (0 when the pool is not in the split).
