@@ -25,6 +25,8 @@ use crate::server::Listening;
 #[derive(Debug)]
 pub struct Running {
     pub http_addrs: Vec<SocketAddr>,
+    /// One per configured `https` address, as `http_addrs`.
+    pub https_addrs: Vec<SocketAddr>,
     pub admin_addr: SocketAddr,
     pub shared: Arc<Shared>,
     reloader: Reloader,
@@ -86,6 +88,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     tracing::info!(addr = %admin_addr, "admin listening");
     Ok(Running {
         http_addrs: listening.addrs.clone(),
+        https_addrs: Vec::new(),
         admin_addr,
         shared,
         reloader,

@@ -21,17 +21,33 @@ pub use upstream::{RawUpstream, Upstream};
 pub struct Proxy {
     pub running: Option<Running>,
     pub addr: SocketAddr,
+    /// The first `https` listener, when [`Proxy::start_with`] asked for one.
+    pub https: Option<SocketAddr>,
     pub admin: SocketAddr,
     pub dir: tempdir::Dir,
     pub config_path: PathBuf,
+    /// The extra `[listen]` lines it started with, kept through rewrites.
+    listen: String,
 }
 
 impl Proxy {
     /// Starts cutover with `toml` (its `[listen]` and `[admin]` are supplied here).
     pub async fn start(toml: &str) -> Proxy {
-        let dir = tempdir::Dir::new();
+        Proxy::start_with("", toml).await
+    }
+
+    /// Starts cutover with `listen` added to its `[listen]` table (`https = [...]`,
+    /// `proxy_protocol`, `trusted_proxies`) and `toml` after it. Relative paths in
+    /// `toml` (certificates) resolve against the config's directory, `self.dir`: write
+    /// such files there first and use [`Proxy::start_in`].
+    pub async fn start_with(listen: &str, toml: &str) -> Proxy {
+        Proxy::start_in(tempdir::Dir::new(), listen, toml).await
+    }
+
+    /// [`Proxy::start_with`] in a directory the caller already filled.
+    pub async fn start_in(dir: tempdir::Dir, listen: &str, toml: &str) -> Proxy {
         let path = dir.path.join("cutover.toml");
-        let text = with_listeners(toml);
+        let text = with_listen(listen, toml);
         std::fs::write(&path, &text).expect("write config");
         let loaded =
             cutover::config::load(&path).unwrap_or_else(|e| panic!("config invalid:\n{e}\n{text}"));
@@ -40,6 +56,8 @@ impl Proxy {
             .expect("start cutover");
         Proxy {
             addr: running.http_addrs[0],
+            https: running.https_addrs.first().copied(),
+            listen: listen.to_owned(),
             admin: running.admin_addr,
             running: Some(running),
             dir,
@@ -66,7 +84,7 @@ impl Proxy {
     /// Rewrites the config file (same listeners) without reloading it.
     pub fn write_config(&self, toml: &str) {
         let tmp = self.dir.path.join("cutover.toml.tmp");
-        std::fs::write(&tmp, with_listeners(toml)).expect("write config");
+        std::fs::write(&tmp, with_listen(&self.listen, toml)).expect("write config");
         std::fs::rename(&tmp, &self.config_path).expect("rename config");
     }
 
@@ -80,13 +98,11 @@ impl Proxy {
     }
 }
 
-fn with_listeners(toml: &str) -> String {
+fn with_listen(listen: &str, toml: &str) -> String {
     // The access log has its own test (tests/process.rs); here it would only clutter.
-    let mut text = String::from(
-        "[listen]\nhttp = [\"127.0.0.1:0\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n[access_log]\nenabled = false\n",
-    );
-    text.push_str(toml);
-    text
+    format!(
+        "[listen]\nhttp = [\"127.0.0.1:0\"]\n{listen}\n[admin]\nlisten = \"127.0.0.1:0\"\n[access_log]\nenabled = false\n{toml}"
+    )
 }
 
 /// Waits for `cond` to hold, polling; panics with `what` after 10 s.
