@@ -294,13 +294,5 @@ fn symlink(target: &str, link: &Path) {
 
 /// A cutover started from a config at `path` that the test laid out itself.
 async fn start_at(path: &Path) -> Proxy {
-    let loaded = cutover::config::load(path).expect("config");
-    let running = cutover::app::start(loaded.config).await.expect("start");
-    Proxy {
-        addr: running.http_addrs[0],
-        admin: running.admin_addr,
-        running: Some(running),
-        dir: tempdir::Dir::new(),
-        config_path: path.to_path_buf(),
-    }
+    Proxy::start_file(path, tempdir::Dir::new()).await
 }

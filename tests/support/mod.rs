@@ -47,21 +47,29 @@ impl Proxy {
     /// [`Proxy::start_with`] in a directory the caller already filled.
     pub async fn start_in(dir: tempdir::Dir, listen: &str, toml: &str) -> Proxy {
         let path = dir.path.join("cutover.toml");
-        let text = with_listen(listen, toml);
-        std::fs::write(&path, &text).expect("write config");
-        let loaded =
-            cutover::config::load(&path).unwrap_or_else(|e| panic!("config invalid:\n{e}\n{text}"));
+        std::fs::write(&path, with_listen(listen, toml)).expect("write config");
+        let mut proxy = Proxy::start_file(&path, dir).await;
+        proxy.listen = listen.to_owned();
+        proxy
+    }
+
+    /// A cutover started from the config at `path`, as it is; `dir` is kept with it.
+    pub async fn start_file(path: &std::path::Path, dir: tempdir::Dir) -> Proxy {
+        let loaded = cutover::config::load(path).unwrap_or_else(|e| {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            panic!("config invalid:\n{e}\n{text}")
+        });
         let running = cutover::app::start(loaded.config)
             .await
             .expect("start cutover");
         Proxy {
             addr: running.http_addrs[0],
             https: running.https_addrs.first().copied(),
-            listen: listen.to_owned(),
+            listen: String::new(),
             admin: running.admin_addr,
             running: Some(running),
             dir,
-            config_path: path,
+            config_path: path.to_path_buf(),
         }
     }
 
