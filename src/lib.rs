@@ -8,8 +8,9 @@
 //! [`balance`] (pool and backend picks) ·
 //! [`health`] (warm-up, slow start, ejection; the registry that outlives reloads) ·
 //! [`discovery`] (backend names looked up again; a changed answer rebuilds the snapshot) ·
-//! [`server`] (listeners and client connections: cutover's own HTTP/1 server, hyper
-//! behind the framing guard, idle parking, draining) ·
+//! [`server`] (listeners and client connections: PROXY protocol, TLS handshakes,
+//! cutover's own HTTP/1 server, hyper behind the framing guard, idle parking, HTTP/2
+//! limits, draining) · [`tls`] (certificates, the SNI pick, the rustls config) ·
 //! [`http1`] (the HTTP/1 wire format both ends share: fields, framing, hop-by-hop,
 //! Host) ·
 //! [`proxy`] (the service that forwards one request: checks, route, pool, the head the
@@ -84,5 +85,6 @@ mod server;
 mod state;
 pub mod status;
 mod sync;
+mod tls;
 mod upstream;
 mod worker;

@@ -48,11 +48,6 @@ pub struct Drained {
 /// Binds the admin port, builds the first snapshot, binds the proxy ports and starts
 /// serving and the reload task. Must run inside a tokio runtime, which becomes worker 0.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
-    if !config.listen.https.is_empty() {
-        tracing::warn!(
-            "https listeners are configured but TLS is not built yet; they are not bound"
-        );
-    }
     let admin_listener = TcpListener::bind(config.admin)
         .await
         .with_context(|| format!("binding admin listener {}", config.admin))?;
@@ -76,7 +71,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     tokio::spawn(crate::admin::sampler::run(shared.clone(), stopped.clone()));
     let listening = crate::server::listen(&shared, workers, &stopped)?;
     let reloader = crate::reload::spawn(path.clone(), loaded_hash, shared.clone());
-    let watching = crate::reload::watch(&path, reloader.clone(), stopped.clone());
+    let watching = crate::reload::watch(&path, reloader.clone(), shared.clone(), stopped.clone());
     tokio::spawn(crate::discovery::run(
         shared.clone(),
         reloader.clone(),
@@ -88,7 +83,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     tracing::info!(addr = %admin_addr, "admin listening");
     Ok(Running {
         http_addrs: listening.addrs.clone(),
-        https_addrs: Vec::new(),
+        https_addrs: listening.tls_addrs.clone(),
         admin_addr,
         shared,
         reloader,

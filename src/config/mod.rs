@@ -12,6 +12,7 @@ mod validate;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderName;
@@ -27,6 +28,11 @@ pub struct Config {
     pub workers: usize,
     pub listen: Listen,
     pub tls: Vec<CertPair>,
+    /// The pairs of `tls` loaded, for the `https` listeners' handshakes.
+    pub(crate) tls_server: Option<Arc<rustls::ServerConfig>>,
+    /// The hash of the certificate and key bytes `tls_server` was built from
+    /// ([`crate::tls::files_hash`] of `tls`'s files, in order, when they are unchanged).
+    pub(crate) tls_files_hash: u64,
     pub admin: SocketAddr,
     pub limits: Limits,
     pub access_log: bool,
@@ -42,6 +48,10 @@ pub struct Config {
 pub struct Listen {
     pub http: Vec<SocketAddr>,
     pub https: Vec<SocketAddr>,
+    /// Every connection starts with a PROXY protocol header naming the client.
+    pub proxy_protocol: bool,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,7 +185,7 @@ impl Config {
     }
 }
 
-fn resolve_relative(config_path: &Path, p: &Path) -> PathBuf {
+pub(crate) fn resolve_relative(config_path: &Path, p: &Path) -> PathBuf {
     if p.is_absolute() {
         return p.to_path_buf();
     }

@@ -41,6 +41,8 @@ pub(super) struct RawRuntime {
 pub(super) struct RawListen {
     pub http: Option<Vec<Spanned<String>>>,
     pub https: Option<Vec<Spanned<String>>>,
+    pub proxy_protocol: Option<Spanned<bool>>,
+    pub trusted_proxies: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,14 +1,16 @@
 //! Turns the raw file into a [`Config`], or into every error it contains.
 //!
-//! This file holds the walk and the file-wide checks (listeners, TLS, admin, limits,
-//! unused pools); one pool's checks are in `pools`, the routes' in `routes`.
+//! This file holds the walk and the file-wide checks (admin, limits, unused pools);
+//! listeners and TLS are in `edge`, one pool's checks in `pools`, the routes' in
+//! `routes`.
 
+mod edge;
 mod pools;
 mod routes;
 
 use std::net::SocketAddr;
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use toml::Spanned;
@@ -16,7 +18,7 @@ use toml::Spanned;
 use super::raw::{self, RawConfig};
 use super::recover::{self, Deserialized};
 use super::units::HumanDuration;
-use super::{CertPair, Config, ConfigError, Diagnostic, Limits, Listen, Loaded, PoolConfig};
+use super::{Config, ConfigError, Diagnostic, Limits, Loaded, PoolConfig};
 
 /// Collects findings against one file's text.
 struct Checker<'a> {
@@ -81,9 +83,9 @@ impl Checker<'_> {
         let listen = self.listen(&raw.listen);
         let tls = match &raw.tls {
             Some(t) => self.tls(t),
-            None => Vec::new(),
+            None => edge::Tls::default(),
         };
-        if !listen.https.is_empty() && tls.is_empty() {
+        if !listen.https.is_empty() && tls.pairs.is_empty() {
             let span = raw
                 .listen
                 .https
@@ -140,72 +142,15 @@ impl Checker<'_> {
                 Some(w) => *w.get_ref() as usize,
             },
             listen,
-            tls,
+            tls: tls.pairs,
+            tls_server: tls.server,
+            tls_files_hash: tls.files_hash,
             admin,
             limits,
             access_log: raw.access_log.enabled.unwrap_or(true),
             pools,
             routes,
             content_hash: 0,
-        }
-    }
-
-    fn socket_addr(&mut self, s: &Spanned<String>) -> Option<SocketAddr> {
-        match s.get_ref().parse() {
-            Ok(a) => Some(a),
-            Err(_) => {
-                self.error(
-                    s.span(),
-                    format!(
-                        "bad listen address {:?}: expected ip:port, e.g. \"0.0.0.0:8080\"",
-                        s.get_ref()
-                    ),
-                );
-                None
-            }
-        }
-    }
-
-    fn listen(&mut self, raw: &raw::RawListen) -> Listen {
-        let http = match &raw.http {
-            Some(v) => v.iter().filter_map(|s| self.socket_addr(s)).collect(),
-            None => vec![SocketAddr::from(([0, 0, 0, 0], 8080))],
-        };
-        let https = match &raw.https {
-            Some(v) => v.iter().filter_map(|s| self.socket_addr(s)).collect(),
-            None => Vec::new(),
-        };
-        Listen { http, https }
-    }
-
-    fn tls(&mut self, raw: &Spanned<raw::RawTls>) -> Vec<CertPair> {
-        let certs = &raw.get_ref().certs;
-        if certs.get_ref().is_empty() {
-            self.error(certs.span(), "[tls] certs is empty");
-        }
-        let mut out = Vec::new();
-        for pair in certs.get_ref() {
-            let pair = pair.get_ref();
-            let cert = self.readable_file(&pair.cert, "certificate");
-            let key = self.readable_file(&pair.key, "key");
-            if let (Some(cert), Some(key)) = (cert, key) {
-                out.push(CertPair { cert, key });
-            }
-        }
-        out
-    }
-
-    fn readable_file(&mut self, s: &Spanned<String>, what: &str) -> Option<PathBuf> {
-        let path = super::resolve_relative(self.path, Path::new(s.get_ref()));
-        match std::fs::File::open(&path) {
-            Ok(_) => Some(path),
-            Err(e) => {
-                self.error(
-                    s.span(),
-                    format!("cannot read {what} file {}: {e}", path.display()),
-                );
-                None
-            }
         }
     }
 

@@ -4,7 +4,7 @@
 //! batches to stdout. When stdout cannot keep up the channel fills and lines are dropped
 //! (and counted) rather than slowing requests down.
 
-use std::net::SocketAddr;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::SystemTime;
@@ -25,7 +25,7 @@ static DROPPED: AtomicU64 = AtomicU64::new(0);
 /// taken apart.
 #[derive(Debug)]
 pub(crate) struct RequestLine {
-    pub client: SocketAddr,
+    pub client: IpAddr,
     pub method: http::Method,
     pub host: Option<http::HeaderValue>,
     pub path: String,
@@ -59,7 +59,7 @@ pub(crate) fn write(
 ) {
     let entry = Entry {
         ts: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-        client: req.client.ip().to_string(),
+        client: req.client.to_string(),
         method: req.method.as_str(),
         host: req.host.as_ref().and_then(|h| h.to_str().ok()),
         path: &req.path,

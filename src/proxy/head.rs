@@ -200,6 +200,7 @@ mod tests {
             peer: "10.0.0.9:5000".parse().expect("addr"),
             tls: false,
             ip: http::HeaderValue::from_static("10.0.0.9"),
+            trusted: None,
         }
     }
 

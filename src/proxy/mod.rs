@@ -9,6 +9,7 @@
 //! 6. send the backend's response back (or tunnel an upgrade), and record the outcome.
 
 mod body;
+mod client;
 mod error;
 mod forward;
 mod head;
@@ -17,7 +18,6 @@ mod incoming;
 mod reply;
 mod upgrade;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -25,6 +25,7 @@ use arc_swap::ArcSwap;
 use http::{HeaderValue, Method, Request, Version};
 
 pub(crate) use body::ProxyBody;
+pub(crate) use client::Client;
 pub(crate) use error::ProxyError;
 pub(crate) use incoming::{Incoming, RawRequest, Sent};
 pub(crate) use reply::Reply;
@@ -39,15 +40,6 @@ use headers::RequestId;
 #[derive(Debug, Clone)]
 pub(crate) struct Proxy {
     live: Arc<ArcSwap<Snapshot>>,
-}
-
-/// What the proxy knows about the client connection a request came on.
-#[derive(Debug, Clone)]
-pub(crate) struct Client {
-    pub peer: SocketAddr,
-    pub tls: bool,
-    /// `peer`'s IP, formatted once per connection (for `X-Forwarded-For`).
-    pub ip: HeaderValue,
 }
 
 impl Proxy {
@@ -91,8 +83,9 @@ impl Proxy {
         outcome.series = Some(&snapshot.unrouted);
         let request_id = req.request_id();
         let upgrade = req.wants_upgrade();
+        let forwarded_for = client.forwarded_for(&req);
         let log_line = snapshot.config.access_log.then(|| access_log::RequestLine {
-            client: client.peer,
+            client: forwarded_for.unwrap_or(client.peer.ip()),
             method: req.method().clone(),
             host: req.host().and_then(|h| HeaderValue::from_bytes(h).ok()),
             path: req
@@ -101,7 +94,13 @@ impl Proxy {
                 .map_or("/", |pq| pq.as_str())
                 .to_owned(),
         });
-        let result = route_and_forward(snapshot, req, client, &request_id, &mut outcome).await;
+        // The sticky key of `sticky = "ip"`, when the request names its client.
+        let believed = forwarded_for.map(|ip| ip.to_string());
+        let from = Who {
+            client,
+            ip: believed.as_deref(),
+        };
+        let result = route_and_forward(snapshot, req, &from, &request_id, &mut outcome).await;
         let mut reply = match result {
             Ok(reply) => reply,
             Err(e) => {
@@ -125,10 +124,16 @@ impl Proxy {
     }
 }
 
+/// The client of one request: its connection's, and the address a trusted proxy named.
+struct Who<'a> {
+    client: &'a Client,
+    ip: Option<&'a str>,
+}
+
 async fn route_and_forward<'s>(
     snapshot: &'s Snapshot,
     req: impl Incoming,
-    client: &Client,
+    who: &Who<'_>,
     request_id: &RequestId,
     outcome: &mut Outcome<'s>,
 ) -> Result<Reply, ProxyError> {
@@ -150,10 +155,10 @@ async fn route_and_forward<'s>(
     let keys = PickKeys {
         override_pool: route
             .override_source()
-            .and_then(|s| key_value(s, &req, client)),
+            .and_then(|s| key_value(s, &req, who)),
         sticky: route
             .sticky()
-            .and_then(|s| key_value(s, &req, client))
+            .and_then(|s| key_value(s, &req, who))
             .map(str::as_bytes),
     };
     let overridden = keys
@@ -169,7 +174,7 @@ async fn route_and_forward<'s>(
         }
     };
     // 4. The head the backend gets.
-    let up = incoming::into_upstream(req, client, request_id, limits)?;
+    let up = incoming::into_upstream(req, who.client, request_id, limits)?;
     // 5. Forward.
     let answer =
         forward::forward(snapshot, route, pool, overridden, up.head, up.body, outcome).await?;
@@ -244,15 +249,14 @@ fn h2_head_size(req: &impl Incoming) -> usize {
 }
 
 /// The value a route reads from the request for `sticky` or `override`.
-fn key_value<'r>(
-    source: &KeySource,
-    req: &'r impl Incoming,
-    client: &'r Client,
-) -> Option<&'r str> {
+fn key_value<'r>(source: &KeySource, req: &'r impl Incoming, who: &'r Who<'_>) -> Option<&'r str> {
     let v = match source {
         KeySource::Header(name) => fields::visible_str(req.field(name)?)?,
         KeySource::Cookie(name) => headers::cookie(req.cookies(), name)?,
-        KeySource::ClientIp => client.ip.to_str().ok()?,
+        KeySource::ClientIp => match who.ip {
+            Some(ip) => ip,
+            None => who.client.ip.to_str().ok()?,
+        },
     };
     (!v.is_empty()).then_some(v)
 }

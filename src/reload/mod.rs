@@ -6,6 +6,10 @@
 //! snapshot off the request path and swaps it in one atomic store; a config that fails
 //! validation changes nothing. Asks are served one at a time, so two reloads never
 //! interleave.
+//!
+//! The certificate and key files a config names count as its content: a check also
+//! compares their hash, so that a rotated certificate (a Kubernetes Secret mounted as
+//! files updates like a ConfigMap) is reloaded without the config file changing.
 
 mod watch;
 
@@ -66,8 +70,31 @@ impl Reloader {
 /// The last reload: the content it read, when it read it, and what it came to.
 struct Last {
     hash: u64,
+    /// The certificate and key files of the live config, and the hash of their bytes
+    /// when last read.
+    files: Vec<PathBuf>,
+    files_hash: u64,
     read_at: Instant,
     outcome: Outcome,
+}
+
+impl Last {
+    fn files_of(shared: &Shared) -> (Vec<PathBuf>, u64) {
+        let live = shared.live.load();
+        let config = &live.config;
+        let files = config
+            .tls
+            .iter()
+            .flat_map(|p| [p.cert.clone(), p.key.clone()])
+            .collect();
+        (files, config.tls_files_hash)
+    }
+
+    /// Whether a certificate or key file of the live config changed since it was read.
+    fn files_changed(&self) -> bool {
+        !self.files.is_empty()
+            && crate::tls::files_hash(self.files.iter().map(PathBuf::as_path)) != self.files_hash
+    }
 }
 
 /// Starts the reload task for the config at `path`; `loaded_hash` is the content hash of
@@ -78,8 +105,11 @@ pub(crate) fn spawn(path: PathBuf, loaded_hash: u64, shared: Arc<Shared>) -> Rel
     // started after it was asked, so none is answered with an older file.
     let (tx, mut rx) = mpsc::channel::<Ask>(16);
     tokio::spawn(async move {
+        let (files, files_hash) = Last::files_of(&shared);
         let mut last = Last {
             hash: loaded_hash,
+            files,
+            files_hash,
             read_at: Instant::now(),
             outcome: Ok(1),
         };
@@ -97,8 +127,8 @@ pub(crate) fn spawn(path: PathBuf, loaded_hash: u64, shared: Arc<Shared>) -> Rel
                     unreadable_said = false;
                     let hash = config::content_hash(&text);
                     let fresh = match &ask {
-                        // The same bytes: no news.
-                        Ask::Check | Ask::Rebuild => hash == last.hash,
+                        // The same bytes, and the same certificates: no news.
+                        Ask::Check | Ask::Rebuild => hash == last.hash && !last.files_changed(),
                         // The same bytes, reloaded after this was asked: that answers it.
                         Ask::Reload(_, asked) => hash == last.hash && last.read_at >= *asked,
                     };
@@ -111,8 +141,19 @@ pub(crate) fn spawn(path: PathBuf, loaded_hash: u64, shared: Arc<Shared>) -> Rel
                     } else {
                         let outcome = reload(&path, text, &shared).await;
                         report(&outcome, &shared, read_at.elapsed());
+                        let (files, files_hash) = match outcome {
+                            Ok(_) => Last::files_of(&shared),
+                            // The files as they are now failed: wait for them to change.
+                            Err(_) => {
+                                let now =
+                                    crate::tls::files_hash(last.files.iter().map(PathBuf::as_path));
+                                (std::mem::take(&mut last.files), now)
+                            }
+                        };
                         last = Last {
                             hash,
+                            files,
+                            files_hash,
                             read_at,
                             outcome: outcome.clone(),
                         };

@@ -8,7 +8,14 @@
 //! spell either server lets go (hyper's read and write buffers, about 16 KiB, are
 //! freed) and only the socket is kept until the client sends again or `idle_timeout`
 //! passes. So thousands of idle keep-alive clients cost little more than their
-//! sockets. HTTP/2 connections (prior knowledge) are served by hyper throughout.
+//! sockets. HTTP/2 connections (prior knowledge, or `h2` by ALPN) are served by hyper
+//! throughout ([`h2`]).
+//!
+//! TLS goes through the same states: both servers and the guard run over any
+//! [`ClientStream`], and a TLS connection is one once its handshake is done
+//! ([`opening`]). Parking keeps the TLS session (its keys cannot be rebuilt) and drops
+//! the HTTP buffers, as for TCP; the plain server's one-write answers matter more under
+//! TLS, where every write is a record.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -18,14 +25,16 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::guard::{ConnShared, GuardLimits, Guarded};
-use super::{inflight, plain};
-use crate::http1::{fields, framing};
+use super::opening::{self, Edge, Opened};
+use super::stream::ClientStream;
+use super::{h2, inflight, plain};
+use crate::http1::framing;
 use crate::proxy::{Client, Proxy};
 use crate::state::Shared;
 
@@ -39,6 +48,7 @@ const BUF_LIMIT: usize = 64 * 1024;
 pub(super) fn spawn(
     stream: TcpStream,
     peer: SocketAddr,
+    edge: &Arc<Edge>,
     current_thread: bool,
     shared: Arc<Shared>,
     stop: watch::Receiver<Option<Duration>>,
@@ -56,8 +66,14 @@ pub(super) fn spawn(
         forget_assumed_readability(&stream);
     }
     shared.connections.fetch_add(1, Ordering::AcqRel);
+    let edge = edge.clone();
     tokio::spawn(async move {
-        serve(stream, peer, &shared, stop).await;
+        if edge.tls || edge.proxy_protocol {
+            Box::pin(open_and_serve(stream, peer, &edge, &shared, stop)).await;
+        } else {
+            let client = Client::new(peer, false, &edge.trusted);
+            serve(stream, client, BytesMut::new(), true, &shared, stop).await;
+        }
         if shared.connections.fetch_sub(1, Ordering::AcqRel) == 1 {
             shared.drained.notify_waiters();
         }
@@ -81,21 +97,58 @@ fn forget_assumed_readability(stream: &TcpStream) {
     });
 }
 
-async fn serve(
-    mut stream: TcpStream,
+/// A connection whose listener reads a PROXY header or does TLS first.
+async fn open_and_serve(
+    stream: TcpStream,
     peer: SocketAddr,
+    edge: &Edge,
+    shared: &Arc<Shared>,
+    stop: watch::Receiver<Option<Duration>>,
+) {
+    let opened = tokio::select! {
+        opened = opening::open(stream, peer, edge, shared) => opened,
+        // A drain does not wait for handshakes.
+        _ = wait_for_stop(stop.clone()) => None,
+    };
+    match opened {
+        None => {}
+        Some(Opened::Plain(stream, from, carried)) => {
+            let client = Client::new(from, false, &edge.trusted);
+            serve(stream, client, carried, true, shared, stop).await;
+        }
+        Some(Opened::Tls(stream, from, true)) => {
+            let client = Client::new(from, true, &edge.trusted);
+            let limits = limits(shared);
+            h2::serve(*stream, shared, client, limits, stop).await;
+        }
+        Some(Opened::Tls(stream, from, false)) => {
+            let client = Client::new(from, true, &edge.trusted);
+            // HTTP/2 over TLS is chosen by ALPN only (RFC 9113 3.3): not fresh.
+            serve(*stream, client, BytesMut::new(), false, shared, stop).await;
+        }
+    }
+}
+
+async fn wait_for_stop(mut stop: watch::Receiver<Option<Duration>>) {
+    while stop.borrow_and_update().is_none() {
+        if stop.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Serves HTTP/1 (or h2c, while `fresh`) on `stream`, starting with the bytes
+/// `carried` already read off it.
+async fn serve<S: ClientStream>(
+    mut stream: S,
+    client: Client,
+    mut carried: BytesMut,
+    mut fresh: bool,
     shared: &Arc<Shared>,
     mut stop: watch::Receiver<Option<Duration>>,
 ) {
-    let client = Client {
-        peer,
-        tls: false,
-        ip: client_ip_header(peer),
-    };
     let proxy = Proxy::new(shared.live.clone());
     let mut idle_since = None;
-    let mut carried = BytesMut::new();
-    let mut fresh = true;
     loop {
         let limits = limits(shared);
         // Parked: wait for the client's next bytes with nothing but the socket (unless
@@ -127,7 +180,10 @@ async fn serve(
             }
             plain::Next::Hyper => {}
             plain::Next::H2 => {
-                Box::pin(serve_h2(stream, carried, shared, client, limits, stop)).await;
+                // The guard hands hyper the preface already read, then steps aside.
+                let conn_shared = ConnShared::new(shared.live.load().unrouted.clone());
+                let io = Guarded::resume(stream, carried, limits, conn_shared.clone(), true);
+                Box::pin(h2::serve_on(io, conn_shared, shared, client, limits, stop)).await;
                 return;
             }
         }
@@ -152,14 +208,14 @@ async fn serve(
 /// Serves HTTP/1 until the connection ends, or until the guard asks to park it: then
 /// returns the socket, the start of a request head that arrived meanwhile (if any),
 /// and when it went idle.
-async fn serve_h1(
-    stream: TcpStream,
+async fn serve_h1<S: ClientStream>(
+    stream: S,
     carried: BytesMut,
     client: &Client,
     shared: &Arc<Shared>,
     limits: GuardLimits,
     stop: &mut watch::Receiver<Option<Duration>>,
-) -> Option<(TcpStream, BytesMut, Instant)> {
+) -> Option<(S, BytesMut, Instant)> {
     let conn_shared = ConnShared::new(shared.live.load().unrouted.clone());
     let io = TokioIo::new(Guarded::resume(
         stream,
@@ -199,7 +255,7 @@ async fn serve_h1(
     Some((stream, rest, conn_shared.idle_since()))
 }
 
-fn limits(shared: &Shared) -> GuardLimits {
+pub(super) fn limits(shared: &Shared) -> GuardLimits {
     let snap = shared.live.load();
     let l = &snap.config.limits;
     GuardLimits {
@@ -225,47 +281,6 @@ fn http1() -> hyper::server::conn::http1::Builder {
     b
 }
 
-async fn serve_h2(
-    stream: TcpStream,
-    preface: BytesMut,
-    shared: &Arc<Shared>,
-    client: Client,
-    limits: GuardLimits,
-    mut stop: watch::Receiver<Option<Duration>>,
-) {
-    let conn_shared = ConnShared::new(shared.live.load().unrouted.clone());
-    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-    // The proxy measures each header list against `max_header_bytes` itself, so that
-    // its 431 carries `x-cutover-error`; h2 only refuses one twice that size (HPACK
-    // counts 32 bytes more per field than HTTP/1 does) before it is decoded whole.
-    let hard_limit = limits
-        .max_head
-        .saturating_mul(2)
-        .max(limits.max_head + 16 * 1024);
-    builder
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(hard_limit).unwrap_or(u32::MAX));
-    // The guard hands hyper the preface already read, then steps aside.
-    let io = Guarded::resume(stream, preface, limits, conn_shared.clone(), true);
-    let mut conn =
-        builder.serve_connection(TokioIo::new(io), service(shared, &client, &conn_shared));
-    let mut stopping = false;
-    loop {
-        tokio::select! {
-            r = &mut conn => {
-                if let Err(e) = r {
-                    tracing::debug!(client = %client.peer, error = %e, "h2 connection ended with an error");
-                }
-                return;
-            }
-            _ = stop.changed(), if !stopping => {
-                stopping = true;
-                std::pin::Pin::new(&mut conn).graceful_shutdown();
-            }
-        }
-    }
-}
-
 /// What the service returns for one request: boxed, see `service`.
 type ResponseFuture = std::pin::Pin<
     Box<
@@ -276,7 +291,7 @@ type ResponseFuture = std::pin::Pin<
 
 /// The hyper service of one connection: counts each request in flight from the call
 /// until its response body is gone, and forwards it.
-fn service(
+pub(super) fn service(
     shared: &Arc<Shared>,
     client: &Client,
     conn_shared: &Arc<ConnShared>,
@@ -294,12 +309,15 @@ fn service(
         // Counted from the call, not the first poll: hyper may read on before it polls,
         // and the guard must already know a request is being served.
         let in_flight = inflight::InFlight::start(conn_shared.clone(), counters.clone());
+        conn_shared.count(false, h2::should_go_away);
+        let abandoned = Abandoned(Some(conn_shared.clone()));
         let proxy = proxy.clone();
         let client = client.clone();
         // Boxed once here: hyper moves the service future into place, and the unboxed
         // request state machine is kilobytes.
         Box::pin(async move {
             let resp = proxy.handle(req, &client).await.into_response();
+            abandoned.answered();
             Ok::<_, Infallible>(resp.map(|body| inflight::CountedBody {
                 body,
                 _in_flight: in_flight,
@@ -308,30 +326,27 @@ fn service(
     })
 }
 
-/// The client's IP as a header value, formatted once per connection for
-/// `X-Forwarded-For`.
-fn client_ip_header(peer: SocketAddr) -> http::HeaderValue {
-    let value = match peer.ip() {
-        // The common case, without the formatting machinery (a visible share of a
-        // short connection's cost).
-        std::net::IpAddr::V4(v4) => {
-            let mut text = Vec::with_capacity(15);
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    text.push(b'.');
-                }
-                text.extend_from_slice(fields::decimal(octet.into(), &mut [0u8; 20]));
-            }
-            http::HeaderValue::from_maybe_shared(bytes::Bytes::from(text))
+/// Counts a request whose service future is dropped before its answer: the client
+/// reset the stream, or closed the connection, while the proxy was still at work.
+struct Abandoned(Option<Arc<ConnShared>>);
+
+impl Abandoned {
+    fn answered(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Abandoned {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take() {
+            conn.count(true, h2::should_go_away);
         }
-        ip => http::HeaderValue::try_from(ip.to_string()),
-    };
-    value.unwrap_or_else(|_| http::HeaderValue::from_static("unknown"))
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{client_ip_header, forget_assumed_readability};
+    use super::forget_assumed_readability;
     use std::time::Duration;
     use tokio::io::AsyncWriteExt;
 
@@ -356,20 +371,5 @@ mod tests {
             .await
             .expect("woken by the request")
             .expect("readable");
-    }
-
-    #[test]
-    fn client_ips_read_as_std_writes_them() {
-        for ip in [
-            "0.0.0.0",
-            "127.0.0.1",
-            "10.20.255.9",
-            "255.255.255.255",
-            "::1",
-            "2001:db8::7",
-        ] {
-            let peer = std::net::SocketAddr::new(ip.parse().expect("ip"), 1);
-            assert_eq!(client_ip_header(peer), ip);
-        }
     }
 }

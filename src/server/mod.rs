@@ -1,14 +1,18 @@
-//! Listeners and client connections: binds the proxy ports once per worker, serves each
-//! connection (cutover's own HTTP/1 server for plain requests, hyper behind the framing
-//! guard for the rest, idle parking between), and drains them on shutdown.
+//! Listeners and client connections: binds the proxy ports once per worker, opens each
+//! connection (PROXY protocol header, TLS handshake), serves it (cutover's own HTTP/1
+//! server for plain requests, hyper behind the framing guard for the rest, idle parking
+//! between, hyper for HTTP/2 with the limits it lacks), and drains them on shutdown.
 
 mod connection;
 mod guard;
+mod h2;
 mod inflight;
+mod opening;
 mod plain;
 #[cfg(test)]
 mod props;
 mod response;
+mod stream;
 mod workers;
 
 use std::net::SocketAddr;
@@ -21,12 +25,15 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::state::Shared;
+use opening::Edge;
 
 /// The proxy listeners of a running cutover, and the workers serving them.
 #[derive(Debug)]
 pub(crate) struct Listening {
     /// One per configured `http` address (the port the kernel chose for port 0).
     pub addrs: Vec<SocketAddr>,
+    /// One per configured `https` address.
+    pub tls_addrs: Vec<SocketAddr>,
     /// Worker 0's accept loops, on the caller's runtime.
     accept_loops: Vec<JoinHandle<()>>,
     /// Workers 1.., each a thread with its own runtime.
@@ -41,23 +48,36 @@ pub(crate) fn listen(
     stop: &watch::Receiver<Option<Duration>>,
 ) -> anyhow::Result<Listening> {
     let mut addrs = Vec::new();
-    let mut per_worker: Vec<Vec<TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
-    let listen = shared.live.load().config.listen.http.clone();
-    for addr in listen {
-        let listeners = workers::bind(addr, workers)?;
+    let mut tls_addrs = Vec::new();
+    let mut per_worker: Vec<Vec<(TcpListener, Arc<Edge>)>> =
+        (0..workers).map(|_| Vec::new()).collect();
+    let listen = shared.live.load().config.listen.clone();
+    let trusted: Arc<[ipnet::IpNet]> = listen.trusted_proxies.iter().copied().collect();
+    let edge = |tls| {
+        Arc::new(Edge {
+            tls,
+            proxy_protocol: listen.proxy_protocol,
+            trusted: trusted.clone(),
+        })
+    };
+    let (plain, tls) = (edge(false), edge(true));
+    let all = listen.http.iter().map(|a| (a, &plain));
+    for (addr, edge) in all.chain(listen.https.iter().map(|a| (a, &tls))) {
+        let listeners = workers::bind(*addr, workers)?;
         let local = listeners[0].local_addr()?;
-        tracing::info!(addr = %local, workers, "listening (http)");
-        addrs.push(local);
+        let scheme = if edge.tls { "https" } else { "http" };
+        tracing::info!(addr = %local, workers, proxy_protocol = edge.proxy_protocol, "listening ({scheme})");
+        if edge.tls { &mut tls_addrs } else { &mut addrs }.push(local);
         for (w, l) in listeners.into_iter().enumerate() {
-            per_worker[w].push(l);
+            per_worker[w].push((l, edge.clone()));
         }
     }
     let mut accept_loops = Vec::new();
     let mut threads = Vec::new();
     for (w, listeners) in per_worker.into_iter().enumerate() {
         if w == 0 {
-            for l in listeners {
-                accept_loops.push(tokio::spawn(accept(l, shared.clone(), stop.clone())));
+            for (l, edge) in listeners {
+                accept_loops.push(tokio::spawn(accept(l, edge, shared.clone(), stop.clone())));
             }
         } else {
             threads.push(workers::spawn(w, listeners, shared.clone(), stop.clone())?);
@@ -65,6 +85,7 @@ pub(crate) fn listen(
     }
     Ok(Listening {
         addrs,
+        tls_addrs,
         accept_loops,
         threads,
     })
@@ -91,6 +112,7 @@ impl Listening {
 
 async fn accept(
     listener: TcpListener,
+    edge: Arc<Edge>,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<Option<Duration>>,
 ) {
@@ -109,7 +131,14 @@ async fn accept(
                 }
             },
         };
-        connection::spawn(stream, peer, current_thread, shared.clone(), stop.clone());
+        connection::spawn(
+            stream,
+            peer,
+            &edge,
+            current_thread,
+            shared.clone(),
+            stop.clone(),
+        );
     }
 }
 

@@ -19,14 +19,14 @@ use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use http::{Method, Uri, Version};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::guard::{self, GuardLimits};
 use super::inflight;
-use super::response::{linger, maybe_unread, refusal, write_response};
+use super::response::{linger, refusal, send, write_response};
+use super::stream::ClientStream;
 use crate::http1::fields::{self, Fields};
 use crate::http1::framing::{self, Scan};
 use crate::proxy::{Client, Proxy, ProxyError, RawRequest, Sent};
@@ -54,8 +54,8 @@ const KEEP_OUT: usize = 64 * 1024;
 /// served on the connection yet (only then may it turn out to be HTTP/2); cleared once
 /// one is.
 #[allow(clippy::too_many_arguments)]
-pub(super) async fn serve(
-    stream: &mut TcpStream,
+pub(super) async fn serve<S: ClientStream>(
+    stream: &mut S,
     buf: &mut BytesMut,
     fresh: &mut bool,
     client: &Client,
@@ -92,7 +92,7 @@ pub(super) async fn serve(
                     Parsed::Other => return Next::Hyper,
                     Parsed::Bad(why) => {
                         let answer = refusal(&ProxyError::BadRequest(why), &snapshot.unrouted);
-                        if stream.write_all(&answer).await.is_ok() {
+                        if send(stream, &answer).await {
                             linger(stream).await;
                         }
                         return Next::Close;
@@ -146,7 +146,7 @@ pub(super) async fn serve(
                         *head_started.get_or_insert_with(Instant::now) + limits.header_timeout
                     ) => {
                         let answer = refusal(&ProxyError::ClientTimeout, &snapshot.unrouted);
-                        if stream.write_all(&answer).await.is_ok() {
+                        if send(stream, &answer).await {
                             linger(stream).await;
                         }
                         return Next::Close;
@@ -169,7 +169,7 @@ pub(super) async fn serve(
         let kept = write_response(stream, &mut out, reply, to_head, version, keep_alive).await;
         drop(in_flight);
         if !kept {
-            if !buf.is_empty() || maybe_unread(stream) {
+            if !buf.is_empty() || stream.maybe_unread() {
                 linger(stream).await;
             }
             return Next::Close;

@@ -11,8 +11,7 @@ use bytes::{Bytes, BytesMut};
 use http::Version;
 use http_body::Body;
 use http_body_util::BodyExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::http1::{date, fields};
 use crate::metrics::Series;
@@ -113,8 +112,8 @@ pub(super) fn refusal(e: &ProxyError, unrouted: &Series) -> Bytes {
 
 /// Writes `reply` to the client; false when the connection must close after it (asked,
 /// a body that ends with the connection, or a failure).
-pub(super) async fn write_response(
-    stream: &mut TcpStream,
+pub(super) async fn write_response<S: AsyncWrite + Unpin>(
+    stream: &mut S,
     out: &mut BytesMut,
     reply: Reply,
     to_head: bool,
@@ -128,7 +127,7 @@ pub(super) async fn write_response(
     } = write_head(out, &reply, to_head, version, keep_alive);
     let mut body = reply.body;
     if bodiless {
-        return stream.write_all(out).await.is_ok() && keep_alive;
+        return send(stream, out).await && keep_alive;
     }
 
     loop {
@@ -138,7 +137,7 @@ pub(super) async fn write_response(
             Poll::Ready(frame) => frame,
             Poll::Pending => {
                 if !out.is_empty() {
-                    if stream.write_all(out).await.is_err() {
+                    if !send(stream, out).await {
                         return false;
                     }
                     out.clear();
@@ -162,7 +161,7 @@ pub(super) async fn write_response(
             if chunked {
                 fields::put_chunk_size(out, data.len());
             }
-            if stream.write_all(out).await.is_err() || stream.write_all(&data).await.is_err() {
+            if stream.write_all(out).await.is_err() || !send(stream, &data).await {
                 return false;
             }
             out.clear();
@@ -173,7 +172,7 @@ pub(super) async fn write_response(
             fields::put_body(out, &data, chunked);
         }
         if out.len() >= WRITE_HIGH_WATER {
-            if stream.write_all(out).await.is_err() {
+            if !send(stream, out).await {
                 return false;
             }
             out.clear();
@@ -182,21 +181,21 @@ pub(super) async fn write_response(
     if chunked {
         out.extend_from_slice(b"0\r\n\r\n");
     }
-    stream.write_all(out).await.is_ok() && keep_alive
+    send(stream, out).await && keep_alive
 }
 
-/// Whether the client sent bytes not read yet, as far as the last poll of the socket
-/// knows (no syscall).
-pub(super) fn maybe_unread(stream: &TcpStream) -> bool {
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    !stream.poll_read_ready(&mut cx).is_pending()
+/// Writes `bytes` and flushes them: a TLS stream may keep the end of a write as a
+/// record not yet on the wire, and the next thing a connection does may be to wait.
+/// On a TCP stream the flush is free.
+pub(super) async fn send<S: AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8]) -> bool {
+    stream.write_all(bytes).await.is_ok() && stream.flush().await.is_ok()
 }
 
 /// Closes after a last answer while the client may still be sending: unread bytes make
 /// close() send a reset, and a reset can destroy the answer before the client has read
 /// it. So the sending side is shut and whatever still arrives is read and dropped, for
 /// a moment (nginx's lingering close).
-pub(super) async fn linger(stream: &mut TcpStream) {
+pub(super) async fn linger<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) {
     const FOR_AT_MOST: Duration = Duration::from_secs(2);
     const BYTES_AT_MOST: usize = 256 * 1024;
     if stream.shutdown().await.is_err() {

@@ -14,6 +14,7 @@ use anyhow::Context as _;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 
+use super::opening::Edge;
 use crate::state::Shared;
 
 /// Binds `addr` once per worker with `SO_REUSEPORT`. The first bind fixes the port, so
@@ -46,14 +47,14 @@ fn bind_one(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// grace period, then draining for up to that long.
 pub(super) fn spawn(
     index: usize,
-    listeners: Vec<TcpListener>,
+    listeners: Vec<(TcpListener, Arc<Edge>)>,
     shared: Arc<Shared>,
     stop: watch::Receiver<Option<Duration>>,
 ) -> anyhow::Result<std::thread::JoinHandle<()>> {
     // A listener belongs to the reactor that created it: hand it over as a std socket.
     let listeners = listeners
         .into_iter()
-        .map(|l| l.into_std())
+        .map(|(l, edge)| Ok((l.into_std()?, edge)))
         .collect::<std::io::Result<Vec<_>>>()?;
     let thread = std::thread::Builder::new()
         .name(format!("cutover-worker-{index}"))
@@ -75,14 +76,19 @@ pub(super) fn spawn(
 }
 
 async fn serve(
-    listeners: Vec<std::net::TcpListener>,
+    listeners: Vec<(std::net::TcpListener, Arc<Edge>)>,
     shared: Arc<Shared>,
     stop: watch::Receiver<Option<Duration>>,
 ) {
     let mut loops = Vec::new();
-    for l in listeners {
+    for (l, edge) in listeners {
         match TcpListener::from_std(l) {
-            Ok(l) => loops.push(tokio::spawn(super::accept(l, shared.clone(), stop.clone()))),
+            Ok(l) => loops.push(tokio::spawn(super::accept(
+                l,
+                edge,
+                shared.clone(),
+                stop.clone(),
+            ))),
             Err(e) => tracing::error!(error = %e, "worker cannot use its listener"),
         }
     }

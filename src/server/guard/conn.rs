@@ -1,7 +1,7 @@
 //! What one connection's service and its guard share: the requests in flight and when
 //! the last one ended (the idle clock), and the guard's request to park.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +23,12 @@ pub(crate) struct ConnShared {
     pub(crate) park: tokio::sync::Notify,
     /// Where the guard counts the requests it refuses itself.
     pub(crate) unrouted: Arc<Series>,
+    /// Requests the service was called for, and those dropped before their answer
+    /// (the client reset the stream or went away): the HTTP/2 limits read them.
+    pub(crate) requests: AtomicU32,
+    pub(crate) abandoned: AtomicU32,
+    /// Rung when those say the connection should go away.
+    pub(crate) goaway: tokio::sync::Notify,
 }
 
 impl ConnShared {
@@ -34,6 +40,9 @@ impl ConnShared {
             parking: AtomicBool::new(false),
             park: tokio::sync::Notify::new(),
             unrouted,
+            requests: AtomicU32::new(0),
+            abandoned: AtomicU32::new(0),
+            goaway: tokio::sync::Notify::new(),
         })
     }
 
@@ -44,6 +53,21 @@ impl ConnShared {
 
     pub(crate) fn request_started(&self) {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Counts a request the service was called for; `abandoned`: one dropped before
+    /// its answer. Rings `goaway` when the connection has had enough.
+    pub(crate) fn count(&self, abandoned: bool, enough: impl Fn(u32, u32) -> bool) {
+        let (requests, dropped) = if abandoned {
+            let a = self.abandoned.fetch_add(1, Ordering::AcqRel) + 1;
+            (self.requests.load(Ordering::Acquire), a)
+        } else {
+            let r = self.requests.fetch_add(1, Ordering::AcqRel) + 1;
+            (r, self.abandoned.load(Ordering::Acquire))
+        };
+        if enough(requests, dropped) {
+            self.goaway.notify_one();
+        }
     }
 
     pub(crate) fn request_done(&self) {
