@@ -135,19 +135,10 @@ async fn proxy_header(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
 ) -> Result<Option<SocketAddr>, &'static str> {
-    use ppp::PartialResult as _;
     loop {
-        if !buf.is_empty() {
-            let parsed = ppp::HeaderResult::parse(buf);
-            if parsed.is_complete() {
-                let (len, source) = match parsed {
-                    ppp::HeaderResult::V1(Ok(h)) => (h.header.len(), v1_source(&h.addresses)),
-                    ppp::HeaderResult::V2(Ok(h)) => (h.len(), v2_source(&h)),
-                    _ => return Err("malformed PROXY protocol header"),
-                };
-                buf.advance(len);
-                return Ok(source);
-            }
+        if let Some((len, source)) = parse_proxy_header(buf)? {
+            buf.advance(len);
+            return Ok(source);
         }
         if buf.len() >= PROXY_HEADER_MAX {
             return Err("PROXY protocol header too long");
@@ -157,6 +148,41 @@ async fn proxy_header(
             Ok(0) | Err(_) => return Err("closed before the PROXY protocol header ended"),
             Ok(_) => {}
         }
+    }
+}
+
+/// The header at the front of `buf`: its length and source, or None while it may
+/// still be arriving. ppp's own notion of a partial v1 line takes a cut address for a
+/// bad one, so a v1 line is parsed only once its end is in.
+fn parse_proxy_header(buf: &[u8]) -> Result<Option<(usize, Option<SocketAddr>)>, &'static str> {
+    use ppp::PartialResult as _;
+    const V1_MAX: usize = 107;
+    let v2 = ppp::v2::PROTOCOL_PREFIX;
+    if buf.len() < v2.len().min(6) {
+        let could_be = v2.starts_with(buf) || b"PROXY ".starts_with(buf);
+        return if could_be { Ok(None) } else { Err("not a PROXY protocol header") };
+    }
+    if buf.starts_with(&v2[..6]) {
+        let parsed = ppp::v2::Header::try_from(buf);
+        return match parsed {
+            Ok(h) => Ok(Some((h.len(), v2_source(&h)))),
+            Err(e) if e.is_incomplete() => Ok(None),
+            Err(_) => Err("malformed PROXY protocol v2 header"),
+        };
+    }
+    if !buf.starts_with(b"PROXY ") {
+        return Err("not a PROXY protocol header");
+    }
+    let Some(end) = buf.iter().take(V1_MAX).position(|&b| b == b'\n') else {
+        return if buf.len() >= V1_MAX {
+            Err("PROXY protocol v1 line too long")
+        } else {
+            Ok(None)
+        };
+    };
+    match ppp::v1::Header::try_from(&buf[..=end]) {
+        Ok(h) if h.header.len() == end + 1 => Ok(Some((end + 1, v1_source(&h.addresses)))),
+        _ => Err("malformed PROXY protocol v1 line"),
     }
 }
 
