@@ -53,6 +53,13 @@ def parse_wrk(text):
     else:
         out["socket_errors"] = 0
     out["errors"] = out["non2xx"] + out["socket_errors"]
+    # bench/tlsprobe.c, when preloaded into wrk: the TLS connections it closed and how
+    # many of their handshakes were resumptions.
+    m = re.search(r"^tlsprobe: (\d+) TLS connections closed, (\d+) resumed", text, re.M)
+    if m:
+        out["tls_closed"], out["tls_resumed"] = int(m.group(1)), int(m.group(2))
+        if out["tls_closed"]:
+            out["resumed_pct"] = 100.0 * out["tls_resumed"] / out["tls_closed"]
     return out
 
 
@@ -176,6 +183,11 @@ def cmd_record(args):
         ("cpu1_busy_pct", "CPU 1 busy {:.0f}%"),
         ("hwm_mib", "HWM {:.1f}MiB"),
         ("split_b_pct", "pool b {:.0f}%"),
+        ("resumed_pct", "TLS resumed {:.1f}%"),
+        ("tls13", "TLS 1.3 {}"),
+        ("tls12", "TLS 1.2 {}"),
+        ("alpn_h2", "ALPN h2 {}"),
+        ("resumes", "s_client resumes {}"),
         ("rss_before_mib", "RSS before {:.1f}MiB"),
         ("rss_with_mib", "RSS holding {:.1f}MiB"),
         ("kib_per_conn", "{:.2f}KiB/conn"),
@@ -206,6 +218,26 @@ def scenario_rows(knobs):
         (f"proxy CPU busy, {c} conns (% of a core)", "wrk64", "cpu_util_pct", ""),
     ]
     hwm = [("peak RSS, VmHWM (MiB)", "proc", "hwm_mib", "lower")]
+    tc = knobs.get("TLS_NEW_CONNS", "16")
+    tls_checks = [
+        ("TLS 1.3 by default, sanity (1 = yes)", "proc", "tls13", None),
+        ("TLS 1.2 client served, sanity (1 = yes)", "proc", "tls12", None),
+        ("h2 by ALPN, sanity (1 = yes)", "proc", "alpn_h2", None),
+        ("resumes a session, s_client (1 = yes)", "proc", "resumes", None),
+    ]
+
+    def tls_new(test, what):
+        return [
+            (f"{what}: requests/s, {tc} conns", test, "rps", "higher"),
+            (f"{what}: p50 latency (us)", test, "p50_us", "lower"),
+            (f"{what}: p99 latency (us)", test, "p99_us", "lower"),
+            (f"{what}: CPU per request (us)", test, "cpu_us_per_req", "lower"),
+            ("  of which user (us)", test, "user_us_per_req", ""),
+            ("  of which system (us)", test, "sys_us_per_req", ""),
+            (f"{what}: proxy CPU busy (% of a core)", test, "cpu_util_pct", ""),
+            (f"{what}: handshakes resumed (%)", test, "resumed_pct", None),
+        ]
+
     rows = {
         "basic": wrk64
         + [
@@ -254,6 +286,8 @@ def scenario_rows(knobs):
             ("RSS per idle connection (KiB)", "idle", "kib_per_conn", "lower"),
             ("connections held with a 200", "idle", "ok", "higher"),
         ],
+        "tls": wrk64 + tls_checks + hwm,
+        "tlsnew": tls_new("full", "full handshake") + tls_new("resumed", "resumed") + tls_checks + hwm,
     }
     # After each "proxy CPU busy" row: how busy the proxy's CPU was with anything else.
     for name, rs in rows.items():
@@ -276,6 +310,8 @@ DESCRIPTIONS = {
     "2cpu": "proxy with 2 workers on CPUs 0,1; load generator UNPINNED and upstream on CPU 1, so they share CPUs with the proxy",
     "h2": "HTTP/2 prior-knowledge clients (h2load -c64 -m10) to the proxy; HTTP/1.1 to the upstream",
     "idle": "idle keep-alive client connections held open; RSS of the proxy (nginx: its worker)",
+    "tls": "HTTPS keep-alive clients (wrk 64 conns, TLS 1.3, ECDSA P-256 certificate), HTTP/1.1 to the upstream",
+    "tlsnew": "a new TLS connection per request (wrk -H 'Connection: close' over https): every handshake full, then every one resumed",
 }
 
 TARGETS = ["direct", "nginx", "cutover"]
