@@ -123,7 +123,7 @@ async fn open_and_serve(
         }
         Some(Opened::Tls(stream, from, false)) => {
             let client = Client::new(from, true, &edge.trusted);
-            // HTTP/2 over TLS is chosen by ALPN only (RFC 9113 3.3): not fresh.
+            // HTTP/2 over TLS is chosen by ALPN only (RFC 9113 3.3): no h2c.
             serve(*stream, client, BytesMut::new(), false, shared, stop).await;
         }
     }
@@ -137,24 +137,32 @@ async fn wait_for_stop(mut stop: watch::Receiver<Option<Duration>>) {
     }
 }
 
-/// Serves HTTP/1 (or h2c, while `fresh`) on `stream`, starting with the bytes
-/// `carried` already read off it.
+/// Serves HTTP/1 (or h2c, where `h2c` allows and the first request is its preface) on
+/// `stream`, starting with the bytes `carried` already read off it.
 async fn serve<S: ClientStream>(
     mut stream: S,
     client: Client,
     mut carried: BytesMut,
-    mut fresh: bool,
+    h2c: bool,
     shared: &Arc<Shared>,
     mut stop: watch::Receiver<Option<Duration>>,
 ) {
     let proxy = Proxy::new(shared.live.clone());
     let mut idle_since = None;
+    // No request served yet: the first one must come within the client header timeout,
+    // as nginx has it; a connection that never says anything is a slow-loris too.
+    let mut fresh = true;
     loop {
         let limits = limits(shared);
         // Parked: wait for the client's next bytes with nothing but the socket (unless
         // some arrived while parking).
         if let Some(since) = idle_since.filter(|_| carried.is_empty()) {
-            let deadline = since + limits.idle_timeout;
+            let wait = if fresh {
+                limits.header_timeout
+            } else {
+                limits.idle_timeout
+            };
+            let deadline = since + wait;
             tokio::select! {
                 r = stream.readable() => if r.is_err() { return },
                 () = tokio::time::sleep_until(deadline) => return,
@@ -166,6 +174,8 @@ async fn serve<S: ClientStream>(
             &mut stream,
             &mut carried,
             &mut fresh,
+            h2c,
+            idle_since,
             &client,
             &proxy,
             shared,

@@ -51,13 +51,16 @@ const KEEP_OUT: usize = 64 * 1024;
 
 /// Serves plain requests from `buf` and the socket until one is not plain, the
 /// connection idles long enough to park, or it ends. `fresh`: no request has been
-/// served on the connection yet (only then may it turn out to be HTTP/2); cleared once
-/// one is.
+/// served on the connection yet (only then, and where `h2c` allows, may it turn out to
+/// be HTTP/2); cleared once one is. `parked_since`: when the connection went idle, if it
+/// was parked.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn serve<S: ClientStream>(
     stream: &mut S,
     buf: &mut BytesMut,
     fresh: &mut bool,
+    h2c: bool,
+    parked_since: Option<Instant>,
     client: &Client,
     proxy: &Proxy,
     shared: &Arc<Shared>,
@@ -66,7 +69,9 @@ pub(super) async fn serve<S: ClientStream>(
 ) -> Next {
     let mut snapshot = proxy.snapshot();
     let mut out = BytesMut::new();
-    let mut idle_since = Instant::now();
+    // A parked connection woken by something other than a request (a TLS record with
+    // no data in it) keeps its idle clock.
+    let mut idle_since = parked_since.unwrap_or_else(Instant::now);
     // When the head being read started arriving, once it is known to take more than
     // one read: the clock is read only for heads that need the header timeout.
     let mut head_started: Option<Instant> = None;
@@ -81,10 +86,11 @@ pub(super) async fn serve<S: ClientStream>(
             // Parse only once the blank line that ends a head is in: a head sent a byte
             // at a time must not be parsed again from its start at every byte.
             let from = searched.saturating_sub(3).min(buf.len());
-            if *fresh && buf.starts_with(framing::H2_PREFACE) {
+            let preface_possible = *fresh && h2c;
+            if preface_possible && buf.starts_with(framing::H2_PREFACE) {
                 return Next::H2;
             }
-            if *fresh && !buf.is_empty() && framing::H2_PREFACE.starts_with(buf) {
+            if preface_possible && !buf.is_empty() && framing::H2_PREFACE.starts_with(buf) {
                 // The start of a preface: wait for the rest.
             } else if framing::head_end(&buf[from..]).is_some() {
                 match parse(buf, limits.max_head) {
