@@ -777,3 +777,37 @@ async fn the_access_log_prints_the_client_it_believed() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(client_of(&p), "127.0.0.1");
 }
+
+/// nginx's rule for any listener: the first request of a connection must start within
+/// the client header timeout; `idle_timeout` is for the time between requests.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_new_connection_is_closed_after_client_header_timeout() {
+    let up = Upstream::start("u").await;
+    let proxy = Proxy::start(&format!(
+        "[limits]\nclient_header_timeout = \"1s\"\nidle_timeout = \"30s\"\n{}",
+        one_pool(&up)
+    ))
+    .await;
+    let started = Instant::now();
+    let (out, closed) = answer_to(proxy.addr, &[b""]).await;
+    let took = started.elapsed();
+    assert!(closed, "a silent connection is still open after 5 s");
+    assert!(took >= Duration::from_millis(900), "closed after {took:?}");
+    assert!(out.is_empty(), "{:?}", String::from_utf8_lossy(&out));
+    // After a request, the wait for the next one is `idle_timeout`, not the header's.
+    let mut s = TcpStream::connect(proxy.addr).await.expect("connect");
+    s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = [0u8; 4096];
+    let n = s.read(&mut buf).await.expect("answer");
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    // The rest of the answer may still come; the connection must stay open after it.
+    let until = tokio::time::Instant::now() + Duration::from_millis(2500);
+    while let Ok(read) = tokio::time::timeout_at(until, s.read(&mut buf)).await {
+        assert!(
+            matches!(read, Ok(n) if n > 0),
+            "closed between requests before idle_timeout"
+        );
+    }
+}

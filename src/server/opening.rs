@@ -160,7 +160,11 @@ fn parse_proxy_header(buf: &[u8]) -> Result<Option<(usize, Option<SocketAddr>)>,
     let v2 = ppp::v2::PROTOCOL_PREFIX;
     if buf.len() < v2.len().min(6) {
         let could_be = v2.starts_with(buf) || b"PROXY ".starts_with(buf);
-        return if could_be { Ok(None) } else { Err("not a PROXY protocol header") };
+        return if could_be {
+            Ok(None)
+        } else {
+            Err("not a PROXY protocol header")
+        };
     }
     if buf.starts_with(&v2[..6]) {
         let parsed = ppp::v2::Header::try_from(buf);
