@@ -165,8 +165,8 @@ async fn serve<S: ClientStream>(
             let deadline = since + wait;
             tokio::select! {
                 r = stream.readable() => if r.is_err() { return },
-                () = tokio::time::sleep_until(deadline) => return,
-                _ = stop.changed() => return,
+                () = tokio::time::sleep_until(deadline) => return stream.goodbye().await,
+                _ = stop.changed() => return stream.goodbye().await,
             }
         }
         // Boxed for the same reason as hyper's part below.
@@ -183,7 +183,7 @@ async fn serve<S: ClientStream>(
             &mut stop,
         );
         match Box::pin(plain).await {
-            plain::Next::Close => return,
+            plain::Next::Close => return stream.goodbye().await,
             plain::Next::Parked(since) => {
                 idle_since = Some(since);
                 continue;

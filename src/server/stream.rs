@@ -17,6 +17,13 @@ pub(super) trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// Whether the client may have sent bytes not read yet, as far as is known without
     /// a syscall.
     fn maybe_unread(&self) -> bool;
+
+    /// Ends the connection politely before it is dropped: TLS says `close_notify`, so
+    /// that the client can tell the end from a cut. Bounded: a client that reads
+    /// nothing does not hold the connection.
+    fn goodbye(&mut self) -> impl Future<Output = ()> + Send {
+        std::future::ready(())
+    }
 }
 
 impl ClientStream for TcpStream {
@@ -45,5 +52,11 @@ impl ClientStream for TlsStream<TcpStream> {
     fn maybe_unread(&self) -> bool {
         let (tcp, tls) = self.get_ref();
         !tls.wants_read() || tcp.maybe_unread()
+    }
+
+    async fn goodbye(&mut self) {
+        use tokio::io::AsyncWriteExt as _;
+        self.get_mut().1.send_close_notify();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), self.flush()).await;
     }
 }
