@@ -7,6 +7,7 @@ pub mod client;
 pub mod exposition;
 pub mod process;
 pub mod prometheus;
+pub mod tls;
 pub mod upstream;
 
 use std::net::SocketAddr;
