@@ -516,8 +516,8 @@ async fn a_reload_rereads_changed_files_and_takes_new_pairs() {
     let d = ca2.leaf(&["d.test"]);
     d.write(&edge.proxy.dir.path, "certs/d");
     let pairs = PAIRS.replace(
-        "]\n",
-        "  { cert = \"certs/d.pem\", key = \"certs/d.key\" },\n]\n",
+        "},\n]\n",
+        "},\n{ cert = \"certs/d.pem\", key = \"certs/d.key\" },\n]\n",
     );
     edge.proxy
         .try_reload(&config(&edge.up, edge.header_timeout, &pairs))
@@ -585,9 +585,9 @@ async fn a_mismatched_pair_fails_the_reload_and_the_old_certificate_stays() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_garbage_certificate_or_key_fails_the_reload_naming_the_file() {
     let edge = Edge::start("10s").await;
-    let generation = edge.proxy.generation();
     let garbage = b"-----BEGIN CERTIFICATE-----\nnot base64 at all!\n-----END CERTIFICATE-----\n";
     for (file, what) in [("certs/c.pem", "certificate"), ("certs/c.key", "key")] {
+        let generation = edge.proxy.generation();
         replace_file(&edge.proxy.dir.path.join(file), garbage);
         let err = edge
             .proxy

@@ -216,10 +216,8 @@ impl TlsClient {
     }
 
     fn config(&self) -> Arc<rustls::ClientConfig> {
-        // ring, as cutover itself is built (Cargo.toml). rustls 0.23.48 deprecates it
-        // for lacking post-quantum key exchange, which a loopback test does not need.
-        #[allow(deprecated)]
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        // aws-lc-rs, as cutover itself is built (Cargo.toml).
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let mut roots = rustls::RootCertStore::empty();
         for ca in &self.roots {
             roots.add(ca.clone()).expect("trust test ca");
@@ -526,6 +524,7 @@ pub struct Curl {
 /// against `ca_file`, with `args` added (`--http1.1`, `--http2`, `--tlsv1.3`, ...).
 pub async fn curl(addr: SocketAddr, name: &str, path: &str, ca_file: &Path, args: &[&str]) -> Curl {
     const MARK: &str = "\n--curl--";
+    ensure_clients();
     let out = tokio::process::Command::new("curl")
         .arg("-sSv")
         .args(["--max-time", "10", "--cacert"])
@@ -565,6 +564,7 @@ pub async fn s_client(
     ca_file: &Path,
     args: &[&str],
 ) -> (Option<i32>, String) {
+    ensure_clients();
     let mut cmd = tokio::process::Command::new("openssl");
     cmd.arg("s_client")
         .arg("-connect")
@@ -592,4 +592,22 @@ pub async fn s_client(
         String::from_utf8_lossy(&out.stderr)
     );
     (out.status.code(), text)
+}
+
+/// curl and openssl on PATH: `tests/deps/install` adds them when missing, so that a
+/// plain `cargo test` works on a fresh machine.
+fn ensure_clients() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let on_path = super::prometheus::on_path;
+        if on_path("curl").is_some() && on_path("openssl").is_some() {
+            return;
+        }
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/deps/install");
+        let status = std::process::Command::new("bash")
+            .arg(&script)
+            .status()
+            .expect("run tests/deps/install");
+        assert!(status.success(), "tests/deps/install failed");
+    });
 }
