@@ -94,6 +94,11 @@ where
 
 /// One request on an open HTTP/1.1 connection, read whole.
 async fn send_on(send: &mut SendRequest<Full<Bytes>>, req: Request<Full<Bytes>>) -> Reply {
+    // The connection is ready again only once the last answer's end has been read.
+    tokio::time::timeout(Duration::from_secs(20), send.ready())
+        .await
+        .expect("ready in time")
+        .expect("the connection is still open");
     let resp = tokio::time::timeout(Duration::from_secs(20), send.send_request(req))
         .await
         .expect("reply in time")

@@ -521,3 +521,18 @@ async fn a_connection_is_sent_away_after_1000_requests_and_its_client_reconnects
         neighbour.goaways()
     );
 }
+
+/// As on HTTP/1, a connection that never makes a request has `client_header_timeout`,
+/// not the (longer) `idle_timeout`: opening one and saying nothing holds it no longer.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_h2c_connection_without_a_request_has_the_client_header_timeout() {
+    let up = Upstream::start("u").await;
+    let limits = "[limits]\nidle_timeout = \"60s\"\nclient_header_timeout = \"1s\"";
+    let proxy = Proxy::start(&one_pool(up.addr, limits)).await;
+    let started = Instant::now();
+    let c = H2::connect(proxy.addr).await;
+    eventually("the silent h2c connection is closed", async || c.ended()).await;
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(900), "closed after {took:?}");
+    assert!(!c.goaways().is_empty(), "closed without a GOAWAY");
+}

@@ -756,3 +756,25 @@ async fn plain_http_on_the_tls_port_gets_a_400_and_the_connection_closed() {
     assert_eq!(edge.up.hits(), 0, "nothing was forwarded");
     assert_eq!(edge.status_for("a.test").await, 200);
 }
+
+/// Listeners need a restart to change, so a reload that drops `https` and `[tls]`
+/// together would leave the bound https port without certificates: it is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_cannot_take_the_certificates_from_a_bound_https_listener() {
+    let edge = Edge::start("10s").await;
+    let generation = edge.proxy.generation();
+    let without = format!(
+        "[listen]\nhttp = [\"127.0.0.1:0\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n{}",
+        config(&edge.up, "10s", "")
+    );
+    replace_file(&edge.proxy.config_path, without.as_bytes());
+    let err = edge
+        .proxy
+        .running()
+        .reload()
+        .await
+        .expect_err("certificates removed under a bound https listener");
+    assert!(err.to_string().contains("[tls]"), "{err}");
+    assert_eq!(edge.proxy.generation(), generation);
+    assert_eq!(edge.status_for("a.test").await, 200);
+}

@@ -92,8 +92,11 @@ impl Last {
 
     /// Whether a certificate or key file of the live config changed since it was read.
     fn files_changed(&self) -> bool {
-        !self.files.is_empty()
-            && crate::tls::files_hash(self.files.iter().map(PathBuf::as_path)) != self.files_hash
+        !self.files.is_empty() && self.files_now() != self.files_hash
+    }
+
+    fn files_now(&self) -> u64 {
+        crate::tls::files_hash(self.files.iter().map(PathBuf::as_path))
     }
 }
 
@@ -139,16 +142,15 @@ pub(crate) fn spawn(path: PathBuf, loaded_hash: u64, shared: Arc<Shared>) -> Rel
                         // midway): never a config anyone means; its write comes next.
                         continue;
                     } else {
+                        // Read before the reload: a file that changes while it runs
+                        // is seen by the next check, whatever the reload made of it.
+                        let before = last.files_now();
                         let outcome = reload(&path, text, &shared).await;
                         report(&outcome, &shared, read_at.elapsed());
                         let (files, files_hash) = match outcome {
                             Ok(_) => Last::files_of(&shared),
-                            // The files as they are now failed: wait for them to change.
-                            Err(_) => {
-                                let now =
-                                    crate::tls::files_hash(last.files.iter().map(PathBuf::as_path));
-                                (std::mem::take(&mut last.files), now)
-                            }
+                            // The files as they were failed: wait for them to change.
+                            Err(_) => (std::mem::take(&mut last.files), before),
                         };
                         last = Last {
                             hash,
@@ -251,6 +253,12 @@ async fn reload(path: &Path, text: String, shared: &Shared) -> Outcome {
     }
     let old = shared.live.load_full();
     let (new, now) = (&loaded.config, &old.config);
+    if !now.listen.https.is_empty() && new.tls_server.is_none() {
+        // The https listeners stay bound until a restart; they need certificates.
+        return Err(ConfigError::other(
+            "the running https listeners need [tls] certs until a restart removes them",
+        ));
+    }
     if new.listen != now.listen || new.admin != now.admin || new.workers != now.workers {
         tracing::warn!(
             "[listen], [admin] and [runtime] changes need a restart; everything else is applied"

@@ -86,7 +86,9 @@ fn watch_certificates(watcher: &Handle, shared: &Shared, watched: &mut HashSet<P
 /// old one).
 fn directory_watcher(dir: &Path, changed: Arc<Notify>) -> Option<notify::RecommendedWatcher> {
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
+        // Reading a file is no change, and the reload task's own reads would otherwise
+        // wake it again every time.
+        if event.is_ok_and(|e| !matches!(e.kind, notify::EventKind::Access(_))) {
             changed.notify_one();
         }
     });

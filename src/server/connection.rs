@@ -149,8 +149,9 @@ async fn serve<S: ClientStream>(
 ) {
     let proxy = Proxy::new(shared.live.clone());
     let mut idle_since = None;
-    // No request served yet: the first one must come within the client header timeout,
-    // as nginx has it; a connection that never says anything is a slow-loris too.
+    // No request served yet: the first one must come within the client header timeout
+    // (or the idle timeout, if shorter), as nginx has it; a connection that never says
+    // anything is a slow-loris too.
     let mut fresh = true;
     loop {
         let limits = limits(shared);
@@ -158,7 +159,7 @@ async fn serve<S: ClientStream>(
         // some arrived while parking).
         if let Some(since) = idle_since.filter(|_| carried.is_empty()) {
             let wait = if fresh {
-                limits.header_timeout
+                limits.header_timeout.min(limits.idle_timeout)
             } else {
                 limits.idle_timeout
             };

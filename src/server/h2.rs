@@ -1,7 +1,8 @@
 //! HTTP/2 client connections, served by hyper, with the limits hyper leaves to us.
 //!
 //! - **Idle**: a connection with no request in flight for `idle_timeout` gets a GOAWAY
-//!   and is closed, as an idle HTTP/1 connection is.
+//!   and is closed, as an idle HTTP/1 connection is; before its first request, for
+//!   `client_header_timeout` if that is shorter.
 //! - **Resets**: a client that opens streams and resets them before their answer
 //!   (the slow form of "rapid reset", CVE-2023-44487) makes the proxy start backend
 //!   work that nobody reads. hyper stops only resets that come before it accepts the
@@ -78,7 +79,17 @@ pub(super) async fn serve_on<IO>(
         .max_header_list_size(u32::try_from(hard_limit).unwrap_or(u32::MAX));
     let mut conn =
         builder.serve_connection(TokioIo::new(io), service(shared, &client, &conn_shared));
-    let idle = tokio::time::sleep_until(conn_shared.idle_since() + limits.idle_timeout);
+    // Before its first request a connection has the client header timeout (if the
+    // shorter), as on HTTP/1: a client that opens one and sends nothing holds it no
+    // longer.
+    let quiet_for = |c: &ConnShared| {
+        if c.requests.load(Ordering::Acquire) == 0 {
+            limits.header_timeout.min(limits.idle_timeout)
+        } else {
+            limits.idle_timeout
+        }
+    };
+    let idle = tokio::time::sleep_until(conn_shared.idle_since() + quiet_for(&conn_shared));
     tokio::pin!(idle);
     // Once a GOAWAY is sent for idleness or resets: closed by then at the latest.
     let mut closing: Option<Instant> = None;
@@ -100,7 +111,7 @@ pub(super) async fn serve_on<IO>(
             }
             () = &mut idle, if !going_away => {
                 let busy = conn_shared.in_flight.load(Ordering::Acquire) > 0;
-                let due = conn_shared.idle_since() + limits.idle_timeout;
+                let due = conn_shared.idle_since() + quiet_for(&conn_shared);
                 if busy || due > Instant::now() {
                     let next = if busy { Instant::now() + limits.idle_timeout } else { due };
                     idle.as_mut().reset(next);

@@ -53,23 +53,22 @@ pub(crate) fn listen(
         (0..workers).map(|_| Vec::new()).collect();
     let listen = shared.live.load().config.listen.clone();
     let trusted: Arc<[ipnet::IpNet]> = listen.trusted_proxies.iter().copied().collect();
-    let edge = |tls| {
-        Arc::new(Edge {
-            tls,
-            proxy_protocol: listen.proxy_protocol,
-            trusted: trusted.clone(),
-        })
-    };
-    let (plain, tls) = (edge(false), edge(true));
-    let all = listen.http.iter().map(|a| (a, &plain));
-    for (addr, edge) in all.chain(listen.https.iter().map(|a| (a, &tls))) {
+    let all = listen.http.iter().map(|a| (a, false));
+    for (addr, tls) in all.chain(listen.https.iter().map(|a| (a, true))) {
         let listeners = workers::bind(*addr, workers)?;
         let local = listeners[0].local_addr()?;
-        let scheme = if edge.tls { "https" } else { "http" };
-        tracing::info!(addr = %local, workers, proxy_protocol = edge.proxy_protocol, "listening ({scheme})");
-        if edge.tls { &mut tls_addrs } else { &mut addrs }.push(local);
+        let scheme = if tls { "https" } else { "http" };
+        tracing::info!(addr = %local, workers, proxy_protocol = listen.proxy_protocol, "listening ({scheme})");
+        if tls { &mut tls_addrs } else { &mut addrs }.push(local);
         for (w, l) in listeners.into_iter().enumerate() {
-            per_worker[w].push((l, edge.clone()));
+            // One per worker: each connection clones it, and a count shared by every
+            // worker's accepts would bounce between their cores.
+            let edge = Arc::new(Edge {
+                tls,
+                proxy_protocol: listen.proxy_protocol,
+                trusted: trusted.clone(),
+            });
+            per_worker[w].push((l, edge));
         }
     }
     let mut accept_loops = Vec::new();

@@ -54,8 +54,13 @@ pub(super) async fn open(
     edge: &Edge,
     shared: &Shared,
 ) -> Option<Opened> {
-    let snapshot = shared.live.load_full();
-    let deadline = Instant::now() + snapshot.config.limits.client_header_timeout;
+    // Read once, and not held across the waits below (a reload may come meanwhile).
+    let (header_timeout, config) = {
+        let snapshot = shared.live.load();
+        let c = &snapshot.config;
+        (c.limits.client_header_timeout, c.tls_server.clone())
+    };
+    let deadline = Instant::now() + header_timeout;
     let mut buf = BytesMut::new();
     let mut client = peer;
     if edge.proxy_protocol {
@@ -75,8 +80,7 @@ pub(super) async fn open(
     if !edge.tls {
         return Some(Opened::Plain(stream, client, buf));
     }
-    let config = snapshot.config.tls_server.clone()?;
-    drop(snapshot);
+    let config = config?;
     let handshake = async {
         if buf.is_empty() {
             buf.reserve(FIRST_READ);

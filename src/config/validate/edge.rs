@@ -77,7 +77,7 @@ impl Checker<'_> {
             );
         }
         // `10.1.2.3/8` means the network, as every CIDR list reads it.
-        parsed.map(|n| n.trunc())
+        parsed.map(|n| ipv4_if_mapped(n).trunc())
     }
 
     /// The certificate pairs, each loaded and checked, and the rustls config that
@@ -143,5 +143,39 @@ impl Checker<'_> {
                 None
             }
         }
+    }
+}
+
+/// An IPv4 network written IPv4-mapped (`::ffff:10.0.0.0/104`) as the IPv4 one: peers
+/// and `X-Forwarded-For` hops are compared as IPv4.
+fn ipv4_if_mapped(net: ipnet::IpNet) -> ipnet::IpNet {
+    let ipnet::IpNet::V6(v6) = net else {
+        return net;
+    };
+    match v6.addr().to_ipv4_mapped() {
+        Some(v4) if v6.prefix_len() >= 96 => {
+            ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).map_or(net, ipnet::IpNet::V4)
+        }
+        _ => net,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ipv4_if_mapped;
+
+    #[test]
+    fn an_ipv4_mapped_network_is_the_ipv4_one() {
+        let net = |s: &str| s.parse::<ipnet::IpNet>().expect("net");
+        assert_eq!(
+            ipv4_if_mapped(net("::ffff:10.0.0.0/104")),
+            net("10.0.0.0/8")
+        );
+        assert_eq!(
+            ipv4_if_mapped(net("::ffff:192.0.2.7/128")),
+            net("192.0.2.7/32")
+        );
+        assert_eq!(ipv4_if_mapped(net("2001:db8::/32")), net("2001:db8::/32"));
+        assert_eq!(ipv4_if_mapped(net("10.0.0.0/8")), net("10.0.0.0/8"));
     }
 }
