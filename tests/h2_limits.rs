@@ -536,3 +536,46 @@ async fn an_h2c_connection_without_a_request_has_the_client_header_timeout() {
     assert!(took >= Duration::from_millis(900), "closed after {took:?}");
     assert!(!c.goaways().is_empty(), "closed without a GOAWAY");
 }
+
+/// The attack against a backend that takes a moment to answer, so that every
+/// reset abandons a request still at work: the reset budget, not the request cap, ends
+/// the connection.
+#[tokio::test(flavor = "multi_thread")]
+async fn abandoning_requests_past_the_budget_gets_the_connection_sent_away() {
+    let up = Upstream::start("u").await;
+    let proxy = Proxy::start(&one_pool(up.addr, "")).await;
+    let mut attacker = H2::connect(proxy.addr).await;
+    let mut sent = 0;
+    let attack = async {
+        while sent < 1_000 {
+            if attacker.ready().await.is_err() {
+                break;
+            }
+            let Ok((response, mut stream)) = attacker.send.send_request(request("/slow/200"), true)
+            else {
+                break;
+            };
+            sent += 1;
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            stream.send_reset(Reason::CANCEL);
+            drop(response);
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(60), attack).await;
+    eprintln!(
+        "slow attack: {sent} streams sent and reset, {} reached the upstream, GOAWAYs {:?}",
+        up.hits(),
+        attacker.goaways()
+    );
+    // The budget is 100 abandoned requests; a few more are in flight when it trips.
+    assert!(
+        sent < 300,
+        "{sent} abandoned requests before the connection ended"
+    );
+    assert!(up.hits() < 300, "{} reached the upstream", up.hits());
+    eventually("the attacker's connection is closed", async || {
+        attacker.ended()
+    })
+    .await;
+    assert!(!attacker.goaways().is_empty(), "closed without a GOAWAY");
+}
