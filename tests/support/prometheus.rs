@@ -36,17 +36,28 @@ pub struct Prometheus {
 
 impl Prometheus {
     pub fn start(bin: &Path, target: SocketAddr) -> Prometheus {
+        Prometheus::start_with(bin, &[target], &[])
+    }
+
+    /// A Prometheus scraping every one of `targets` as instances of the job `cutover`,
+    /// and evaluating the rules of `rule_files` (absolute paths) every second.
+    pub fn start_with(bin: &Path, targets: &[SocketAddr], rule_files: &[PathBuf]) -> Prometheus {
         let dir = tempdir::Dir::new();
         let addr = free_port();
         let config = dir.path.join("prometheus.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
-                 scrape_configs:\n  - job_name: cutover\n    static_configs:\n      - targets: ['{target}']\n"
-            ),
-        )
-        .expect("write prometheus.yml");
+        let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+        let mut yml = format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
+             scrape_configs:\n  - job_name: cutover\n    static_configs:\n      - targets: [{}]\n",
+            targets.join(", ")
+        );
+        if !rule_files.is_empty() {
+            yml.push_str("rule_files:\n");
+            for f in rule_files {
+                yml.push_str(&format!("  - '{}'\n", f.display()));
+            }
+        }
+        std::fs::write(&config, yml).expect("write prometheus.yml");
         let log = File::create(dir.path.join("prometheus.log")).expect("prometheus.log");
         let child = Command::new(bin)
             .arg(format!("--config.file={}", config.display()))
