@@ -23,7 +23,8 @@
 //! families, the access log) · [`status`] (the `/status` document, for both ends) ·
 //! [`worker`] (which worker thread runs; per-worker counts) ·
 //! [`cli`] (`run`, `check`, `demo`; `status` reads `/status` back as a table; `shift`
-//! edits a split in the file).
+//! edits a split in the file; `import nginx`) · [`import`] (an nginx config read and
+//! mapped onto cutover's).
 //!
 //! The path of one request:
 //! 1. [`server`] accepts the connection. A head without a body is parsed once, under
@@ -77,6 +78,7 @@ pub mod config;
 mod discovery;
 pub mod health;
 mod http1;
+pub mod import;
 pub mod metrics;
 mod proxy;
 pub mod reload;

@@ -1,7 +1,8 @@
-//! The command line: `run`, `check`, `demo`, `status` and `shift`, and the logging they
-//! share.
+//! The command line: `run`, `check`, `demo`, `status`, `shift` and `import`, and the
+//! logging they share.
 
 mod demo;
+mod import;
 mod shift;
 mod status;
 
@@ -69,6 +70,23 @@ enum Command {
         #[arg(required = true, value_name = "POOL=WEIGHT")]
         weights: Vec<shift::Weight>,
     },
+    /// Write the cutover config equivalent to another proxy's; what cannot be carried
+    /// over is listed on stderr (exit status 2).
+    #[command(subcommand)]
+    Import(Import),
+}
+
+#[derive(Debug, Subcommand)]
+enum Import {
+    /// An nginx config, with its includes: upstreams become pools, servers and
+    /// locations with proxy_pass become routes, split_clients a sticky split.
+    Nginx {
+        /// The nginx config file (nginx.conf, or a file of a conf.d).
+        file: PathBuf,
+        /// Where to write the cutover config (default: stdout).
+        #[arg(short = 'o', long = "out", value_name = "OUT")]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -94,6 +112,7 @@ pub fn main() -> ExitCode {
         Command::Demo => demo::run(),
         Command::Status { admin, json, watch } => status::run(&status::Ask { admin, json, watch }),
         Command::Shift { route, weights } => shift::run(&cli.config, &route, &weights),
+        Command::Import(Import::Nginx { file, out }) => import::nginx(&file, out.as_ref()),
     }
 }
 

@@ -1,0 +1,286 @@
+//! `server` and `location` blocks with `proxy_pass` → routes: hosts from
+//! `server_name` (the default server's routes take any host), path prefixes from
+//! locations, the split from the upstream or `split_clients` variable named.
+
+use super::map::Mapper;
+use super::parse::Directive;
+use super::values::{sticky_of, weights_of, with_port};
+use crate::import::model::{Backend, Pool, Route};
+use crate::import::Finding;
+
+impl Mapper {
+    pub(super) fn server(&mut self, d: &Directive, is_default: bool) {
+        let block = d.block.as_deref().unwrap_or_default();
+        let mut names = Vec::new();
+        let mut listens = 0;
+        let mut tls = false;
+        let (mut cert, mut key) = (None, None);
+        for s in block {
+            match s.name.as_str() {
+                "listen" => {
+                    listens += 1;
+                    let (addr, ssl) = self.listen(s);
+                    tls |= ssl;
+                    let list = if ssl {
+                        &mut self.model.https
+                    } else {
+                        &mut self.model.http
+                    };
+                    if let Some(addr) = addr.filter(|a| !list.contains(a)) {
+                        list.push(addr);
+                    }
+                }
+                "server_name" => names.extend(s.args.iter().cloned().map(|n| (n, s.clone()))),
+                "ssl_certificate" => cert = s.args.first().cloned().map(|c| (c, s.at.clone())),
+                "ssl_certificate_key" => key = s.args.first().cloned(),
+                "location" => {}
+                _ => {
+                    if !self.limit(s) && !self.real_ip(s) {
+                        self.other(s);
+                    }
+                }
+            }
+        }
+        if let (Some((cert, at)), Some(key)) = (cert, key) {
+            self.model.certs.push((cert, key, at));
+        } else if tls {
+            self.leave(
+                d,
+                "an ssl listener without ssl_certificate and ssl_certificate_key",
+            );
+        }
+        if listens == 0 {
+            // nginx's own default.
+            let addr = "0.0.0.0:80".to_owned();
+            if !self.model.http.contains(&addr) {
+                self.model.http.push(addr);
+            }
+        }
+        let mut hosts = Vec::new();
+        for (name, at) in names {
+            match name.as_str() {
+                "" | "_" => {}
+                n if n.starts_with('~') => {
+                    self.leave(&at, "regex server names have no cutover equivalent")
+                }
+                n if n.starts_with('.') => {
+                    hosts.push(n[1..].to_owned());
+                    hosts.push(format!("*{n}"));
+                }
+                n if n.ends_with(".*") => self.leave(
+                    &at,
+                    "trailing wildcards (name.*) have no cutover equivalent",
+                ),
+                n => hosts.push(n.to_owned()),
+            }
+        }
+        let label = hosts
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "default".to_owned());
+        // The default server's routes name no hosts: every Host reaches them that no
+        // other route names, as nginx sends it to the default server.
+        if is_default {
+            if !hosts.is_empty() {
+                self.note(
+                    d,
+                    "the default server: its routes take every Host no other route names",
+                );
+            }
+            hosts.clear();
+        }
+        for s in block.iter().filter(|s| s.name == "location") {
+            self.location(s, &hosts, &label);
+        }
+    }
+
+    /// A `listen`: its address, and whether it is ssl.
+    fn listen(&mut self, d: &Directive) -> (Option<String>, bool) {
+        let Some(first) = d.args.first() else {
+            return (None, false);
+        };
+        let rest = &d.args[1..];
+        let ssl = rest.iter().any(|a| a == "ssl");
+        if rest.iter().any(|a| a == "proxy_protocol") {
+            self.model.proxy_protocol = true;
+        }
+        let addr = if first.starts_with("unix:") {
+            self.leave(d, "unix socket listeners are not supported");
+            None
+        } else if let Ok(port) = first.parse::<u16>() {
+            Some(format!("0.0.0.0:{port}"))
+        } else if first.starts_with('[') || first.contains(':') {
+            Some(first.clone())
+        } else {
+            Some(format!("{first}:80"))
+        };
+        (addr, ssl)
+    }
+
+    fn location(&mut self, d: &Directive, hosts: &[String], label: &str) {
+        let (modifier, path) = match d.args.as_slice() {
+            [path] => ("", path.as_str()),
+            [m, path] => (m.as_str(), path.as_str()),
+            _ => return self.leave(d, "a location without a path"),
+        };
+        if !matches!(modifier, "" | "^~" | "=") {
+            return self.leave(d, "regex locations have no cutover equivalent");
+        }
+        if path.starts_with('@') {
+            return self.leave(d, "named locations have no cutover equivalent");
+        }
+        let block = d.block.as_deref().unwrap_or_default();
+        let mut split = None;
+        for s in block {
+            match s.name.as_str() {
+                "proxy_pass" => split = self.proxy_pass(s, path),
+                "location" => self.leave(s, "nested locations have no cutover equivalent"),
+                _ => {
+                    if !self.limit(s) && !self.real_ip(s) {
+                        self.other(s);
+                    }
+                }
+            }
+        }
+        let Some((split, sticky)) = split else {
+            if !block.iter().any(|s| s.name == "proxy_pass") {
+                self.leave(d, "no proxy_pass: cutover only proxies");
+            }
+            return;
+        };
+        let prefix = path.trim_end_matches('/');
+        let mut kept = Vec::new();
+        for h in hosts
+            .iter()
+            .map(String::as_str)
+            .chain(hosts.is_empty().then_some(""))
+        {
+            if self.claimed.insert((h.to_owned(), prefix.to_owned())) {
+                kept.push(h.to_owned());
+            }
+        }
+        if kept.is_empty() {
+            return self.leave(d, "another server already routes these names and this path");
+        }
+        if !hosts.is_empty() && kept.len() < hosts.len() {
+            self.note(
+                d,
+                "names another server already takes are left to it, as nginx does",
+            );
+        }
+        let hosts = if hosts.is_empty() { Vec::new() } else { kept };
+        if modifier == "=" {
+            self.note(d, "an exact location: cutover matches it as a prefix on whole path segments, so it also takes what lies under it");
+        } else if !path.ends_with('/') {
+            self.note(d, format!("nginx matches {path} as a string prefix (also {path}x); cutover on whole path segments ({path} and {path}/...)"));
+        }
+        let name = self.route_name(label, path);
+        self.model.routes.push(Route {
+            name,
+            hosts,
+            prefix: if path.is_empty() {
+                "/".into()
+            } else {
+                path.to_owned()
+            },
+            split,
+            sticky,
+            at: d.at.clone(),
+        });
+    }
+
+    fn route_name(&mut self, label: &str, path: &str) -> String {
+        let base: String = format!("{label}{path}")
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '-'
+                }
+            })
+            .collect::<String>()
+            .split('-')
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join("-");
+        let base = if base.is_empty() || base == "none" {
+            "route".to_owned()
+        } else {
+            base
+        };
+        let mut name = base.clone();
+        let mut n = 2;
+        while !self.route_names.insert(name.clone()) {
+            name = format!("{base}-{n}");
+            n += 1;
+        }
+        name
+    }
+
+    /// The split and sticky key a `proxy_pass` sends a location's requests by.
+    #[allow(clippy::type_complexity)]
+    fn proxy_pass(
+        &mut self,
+        d: &Directive,
+        location: &str,
+    ) -> Option<(Vec<(String, u32)>, Option<String>)> {
+        let target = d.args.first()?;
+        let Some(rest) = target.strip_prefix("http://") else {
+            self.leave(
+                d,
+                "cutover speaks plain HTTP/1.1 to backends (https:// or another scheme)",
+            );
+            return None;
+        };
+        let (host, uri) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        };
+        if !uri.is_empty() && uri != location {
+            self.leave(
+                d,
+                "a URI in proxy_pass rewrites the path; cutover forwards the path as it came",
+            );
+        }
+        if let Some(var) = host.strip_prefix('$') {
+            let Some(split) = self.splits.get(var) else {
+                self.leave(d, format!("${var} is not a split_clients variable"));
+                return None;
+            };
+            let (key, shares, at) = (split.key.clone(), split.shares.clone(), split.at.clone());
+            let sticky = sticky_of(&key);
+            if sticky.is_none() {
+                self.left_out.push(Finding::new(&at, "split_clients", format!("the key {key:?}: cutover is sticky by a client address, a cookie or a header; the split stays, not sticky")));
+            }
+            let mut weights = Vec::new();
+            for (pool, share) in weights_of(&shares) {
+                if !self.upstreams.contains(&pool) {
+                    self.left_out.push(Finding::new(
+                        &at,
+                        "split_clients",
+                        format!("{pool:?} is not an upstream"),
+                    ));
+                    continue;
+                }
+                weights.push((pool, share));
+            }
+            return (!weights.is_empty()).then_some((weights, sticky));
+        }
+        if self.upstreams.contains(host) {
+            return Some((vec![(host.to_owned(), 1)], None));
+        }
+        // A backend named in proxy_pass itself: a pool of its own.
+        let name = format!("direct-{}", host.replace([':', '.', '[', ']'], "-"));
+        if !self.model.pools.iter().any(|p| p.name == name) {
+            let mut pool = Pool::new(&name, &d.at);
+            pool.backends.push(Backend {
+                addr: with_port(host, 80),
+                weight: 1,
+            });
+            self.model.pools.push(pool);
+            self.upstreams.insert(name.clone());
+        }
+        Some((vec![(name, 1)], None))
+    }
+}
