@@ -33,7 +33,10 @@ fn bind_one(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
-        TcpSocket::new_v6()?
+        let socket = TcpSocket::new_v6()?;
+        // IPv6 only, as nginx binds it: `[::]:80` beside `0.0.0.0:80` must not clash.
+        socket2::SockRef::from(&socket).set_only_v6(true)?;
+        socket
     };
     socket.set_reuseaddr(true)?;
     #[cfg(unix)]
@@ -105,6 +108,18 @@ mod tests {
 
     /// `connection::spawn` leaves TCP_NODELAY to this inheritance on Linux: without it,
     /// a response written in pieces would wait on Nagle's algorithm.
+    #[tokio::test]
+    async fn an_ipv6_wildcard_binds_beside_the_ipv4_one() {
+        let v4 = bind("0.0.0.0:0".parse().expect("addr"), 1).expect("bind v4");
+        let port = v4[0].local_addr().expect("local").port();
+        match bind(std::net::SocketAddr::from(([0u16; 8], port)), 1) {
+            Ok(_) => {}
+            // A machine without IPv6 cannot tell.
+            Err(e) if format!("{e:#}").contains("Address family not supported") => {}
+            Err(e) => panic!("[::]:{port} beside 0.0.0.0:{port}: {e:#}"),
+        }
+    }
+
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn accepted_connections_have_nodelay() {

@@ -104,17 +104,19 @@ impl Mapper {
         if rest.iter().any(|a| a == "proxy_protocol") {
             self.model.proxy_protocol = true;
         }
-        let addr = if first.starts_with("unix:") {
+        if first.starts_with("unix:") {
             self.leave(d, "unix socket listeners are not supported");
-            None
-        } else if let Ok(port) = first.parse::<u16>() {
-            Some(format!("0.0.0.0:{port}"))
-        } else if first.starts_with('[') || first.contains(':') {
-            Some(first.clone())
-        } else {
-            Some(format!("{first}:80"))
-        };
-        (addr, ssl)
+            return (None, ssl);
+        }
+        let addr = listen_addr(first);
+        if addr.parse::<std::net::SocketAddr>().is_err() {
+            self.leave(
+                d,
+                "cutover listens on an IP address and port; a name here is not resolved",
+            );
+            return (None, ssl);
+        }
+        (Some(addr), ssl)
     }
 
     fn location(&mut self, d: &Directive, hosts: &[String], label: &str) {
@@ -282,5 +284,40 @@ impl Mapper {
             self.upstreams.insert(name.clone());
         }
         Some((vec![(name, 1)], None))
+    }
+}
+
+/// nginx's `listen` address as `ip:port`: a bare port is every IPv4 address, `*` is
+/// `0.0.0.0`, `localhost` is `127.0.0.1`, no port is `:80`.
+fn listen_addr(listen: &str) -> String {
+    if let Ok(port) = listen.parse::<u16>() {
+        return format!("0.0.0.0:{port}");
+    }
+    let (host, port) = match listen.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() && (h.ends_with(']') || !h.contains(':')) => (h, p),
+        _ if listen.starts_with('[') && listen.ends_with(']') => (listen, "80"),
+        _ if listen.contains(':') => return listen.to_owned(),
+        _ => (listen, "80"),
+    };
+    let host = match host {
+        "*" => "0.0.0.0",
+        "localhost" => "127.0.0.1",
+        h => h,
+    };
+    format!("{host}:{port}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::listen_addr;
+
+    #[test]
+    fn listen_addresses_read_as_nginx_reads_them() {
+        assert_eq!(listen_addr("80"), "0.0.0.0:80");
+        assert_eq!(listen_addr("*:8080"), "0.0.0.0:8080");
+        assert_eq!(listen_addr("127.0.0.1"), "127.0.0.1:80");
+        assert_eq!(listen_addr("localhost:81"), "127.0.0.1:81");
+        assert_eq!(listen_addr("[::]:443"), "[::]:443");
+        assert_eq!(listen_addr("[::1]"), "[::1]:80");
     }
 }
