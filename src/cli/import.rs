@@ -1,6 +1,7 @@
 //! `cutover import nginx FILE [-o OUT]`: writes the cutover config that does what the
-//! nginx config does, lists on stderr what it could not carry over, and checks its
-//! output as `check` would. Exit status: 0 all carried, 2 something left out, 1 the
+//! nginx config does (what it carries with a difference is said in comments at its
+//! top), lists on stderr what it could not carry over, and checks its output as
+//! `check` would. Exit status: 0 all carried, 2 something left out, 1 the
 //! nginx config could not be read or the output does not pass `check`.
 
 use std::path::{Path, PathBuf};
@@ -17,9 +18,6 @@ pub(super) fn nginx(file: &Path, out: Option<&PathBuf>) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    for n in &imported.notes {
-        eprintln!("{n} (carried, differently)");
-    }
     for l in &imported.left_out {
         eprintln!("{l}");
     }

@@ -40,7 +40,8 @@ pub struct Imported {
     pub toml: String,
     /// Directives not carried over: a reason to look before using the output.
     pub left_out: Vec<Finding>,
-    /// Directives carried with a difference worth knowing.
+    /// Directives carried with a difference worth knowing: written as comments at the
+    /// top of the output.
     pub notes: Vec<Finding>,
 }
 
@@ -50,7 +51,7 @@ pub fn nginx(path: &Path) -> Result<Imported, ParseError> {
     left_out.sort_by(|a, b| (&a.at.file, a.at.line).cmp(&(&b.at.file, b.at.line)));
     notes.sort_by(|a, b| (&a.at.file, a.at.line).cmp(&(&b.at.file, b.at.line)));
     Ok(Imported {
-        toml: write::toml(&model, &path.display().to_string()),
+        toml: write::toml(&model, &path.display().to_string(), &notes),
         left_out,
         notes,
     })

@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 
 use super::model::Model;
+use super::Finding;
 
 /// A TOML string literal.
 fn q(s: &str) -> String {
@@ -27,10 +28,16 @@ fn list(items: &[String]) -> String {
     format!("[{}]", quoted.join(", "))
 }
 
-pub(super) fn toml(m: &Model, source: &str) -> String {
+pub(super) fn toml(m: &Model, source: &str, notes: &[Finding]) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "# Imported from {source} by `cutover import nginx`.");
     let _ = writeln!(out, "# Check it with `cutover check -c FILE`; what could not be carried over was listed on stderr.");
+    if !notes.is_empty() {
+        out.push_str("#\n# Carried, with a difference:\n");
+        for n in notes {
+            let _ = writeln!(out, "#   {n}");
+        }
+    }
     if let Some(w) = m.workers {
         let _ = writeln!(out, "\n[runtime]\nworkers = {w}");
     }

@@ -4,7 +4,8 @@
 
 /// How a directive the mapping does not handle itself is taken.
 pub(super) enum Known {
-    /// cutover does this by itself, or it does not matter to a proxy.
+    /// cutover does this by itself (its own access log, logs, temp files: none), or it
+    /// does not matter to a proxy.
     Implicit,
     /// Carried in spirit; the note says how cutover differs.
     Note(&'static str),
@@ -26,14 +27,15 @@ pub(super) fn classify(name: &str, args: &[String]) -> Known {
         | "reset_timedout_connection" | "proxy_next_upstream" | "proxy_next_upstream_timeout"
         | "real_ip_recursive" | "ssl_session_timeout" | "ssl_prefer_server_ciphers"
         | "resolver_timeout" | "charset" | "server_name_in_redirect"
-        | "port_in_redirect" | "absolute_redirect" => Implicit,
+        | "port_in_redirect" | "absolute_redirect" | "access_log" | "log_format"
+        | "error_log" | "client_body_temp_path" | "proxy_temp_path" | "fastcgi_temp_path"
+        | "uwsgi_temp_path" | "scgi_temp_path" | "worker_shutdown_timeout"
+        | "lingering_close" | "lingering_time" | "lingering_timeout" => Implicit,
         "proxy_set_header" => match args.first().map(|a| a.to_ascii_lowercase()).as_deref() {
             Some("host" | "x-real-ip" | "x-forwarded-for" | "x-forwarded-proto"
             | "x-forwarded-host" | "connection" | "upgrade" | "x-request-id") => Implicit,
             _ => LeftOut("a header rule: cutover sets Host, X-Forwarded-*, X-Request-Id and the upgrade headers itself and adds no others"),
         },
-        "access_log" | "log_format" => Note("cutover writes its own access log, one JSON line per request ([access_log])"),
-        "error_log" => Note("cutover logs to stderr (--log-level, --log-format)"),
         "ssl_protocols" | "ssl_ciphers" | "ssl_ecdh_curve" | "ssl_session_cache"
         | "ssl_session_tickets" | "ssl_dhparam" | "ssl_buffer_size" => {
             Note("cutover's TLS is fixed: TLS 1.2 and 1.3, rustls' safe suites, session tickets")

@@ -1,7 +1,8 @@
 //! nginx's config syntax: directives with arguments, ended by `;` or carrying a
 //! `{ ... }` block; `#` comments; single- and double-quoted strings with backslash
-//! escapes; `${var}` inside a word; `include` with globs, resolved against the
-//! including file's directory and spliced in where it stands. Variables stay text.
+//! escapes; `${var}` inside a word; `include` with globs, spliced in where it stands.
+//! A relative include is resolved against the main file's directory (nginx's prefix),
+//! whichever file includes it. Variables stay text.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -41,10 +42,16 @@ const MAX_INCLUDE_DEPTH: usize = 16;
 
 /// Reads `path` and every file it includes.
 pub fn read(path: &Path) -> Result<Vec<Directive>, ParseError> {
-    read_file(path, None, 0)
+    let root = path.parent().unwrap_or(Path::new("."));
+    read_file(path, root, None, 0)
 }
 
-fn read_file(path: &Path, from: Option<&At>, depth: usize) -> Result<Vec<Directive>, ParseError> {
+fn read_file(
+    path: &Path,
+    root: &Path,
+    from: Option<&At>,
+    depth: usize,
+) -> Result<Vec<Directive>, ParseError> {
     let file = Arc::new(path.to_path_buf());
     let fail = |message: String| ParseError {
         at: from.cloned().unwrap_or(At {
@@ -63,7 +70,7 @@ fn read_file(path: &Path, from: Option<&At>, depth: usize) -> Result<Vec<Directi
     let tokens = tokenize(&text, &file)?;
     let mut pos = 0;
     let directives = parse_block(&tokens, &mut pos, &file, false)?;
-    expand_includes(directives, path, depth)
+    expand_includes(directives, root, depth)
 }
 
 #[derive(Debug, PartialEq)]
@@ -247,10 +254,9 @@ fn describe(tok: &Tok) -> &'static str {
 /// Replaces every `include` (at any depth) by the directives of the files it names.
 fn expand_includes(
     directives: Vec<Directive>,
-    path: &Path,
+    root: &Path,
     depth: usize,
 ) -> Result<Vec<Directive>, ParseError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
     let mut out = Vec::with_capacity(directives.len());
     for mut d in directives {
         if d.name == "include" && d.block.is_none() {
@@ -260,13 +266,13 @@ fn expand_includes(
                     message: "include takes one file or pattern".into(),
                 });
             };
-            for file in included(dir, pattern, &d.at)? {
-                out.extend(read_file(&file, Some(&d.at), depth + 1)?);
+            for file in included(root, pattern, &d.at)? {
+                out.extend(read_file(&file, root, Some(&d.at), depth + 1)?);
             }
             continue;
         }
         if let Some(block) = d.block.take() {
-            d.block = Some(expand_includes(block, path, depth)?);
+            d.block = Some(expand_includes(block, root, depth)?);
         }
         out.push(d);
     }

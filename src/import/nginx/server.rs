@@ -172,7 +172,7 @@ impl Mapper {
         }
         let hosts = if hosts.is_empty() { Vec::new() } else { kept };
         if modifier == "=" {
-            self.note(d, "an exact location: cutover matches it as a prefix on whole path segments, so it also takes what lies under it");
+            self.leave(d, "an exact location: carried as a prefix on whole path segments, so the route also takes what lies under it");
         } else if !path.ends_with('/') {
             self.note(d, format!("nginx matches {path} as a string prefix (also {path}x); cutover on whole path segments ({path} and {path}/...)"));
         }
