@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod exposition;
+pub mod nginx;
 pub mod process;
 pub mod prometheus;
 pub mod tls;
