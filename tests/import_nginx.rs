@@ -410,7 +410,7 @@ fn marked(case: &Case) -> Vec<Entry> {
     for file in conf_files(&dir) {
         let text = std::fs::read_to_string(dir.join(&file)).expect("read corpus file");
         for (i, line) in text.lines().enumerate() {
-            if line.contains("# import: listed") {
+            if line.contains("# import: listed") && !line.trim_start().starts_with('#') {
                 let directive = line
                     .split_whitespace()
                     .next()
