@@ -24,10 +24,13 @@ pub(super) struct Mapper {
     pub left_out: Vec<Finding>,
     pub notes: Vec<Finding>,
     pub(super) splits: HashMap<String, Split>,
-    pub(super) upstreams: HashSet<String>,
+    /// Upstream names by their lower case (nginx matches them in any case).
+    pub(super) upstreams: HashMap<String, String>,
     /// (host or "" for any, prefix) already claimed by a route.
     pub(super) claimed: HashSet<(String, String)>,
     pub(super) route_names: HashSet<String>,
+    /// Server names taken by a server already (lower case).
+    pub(super) server_names: HashSet<String>,
 }
 
 impl Mapper {
@@ -37,9 +40,10 @@ impl Mapper {
             left_out: Vec::new(),
             notes: Vec::new(),
             splits: HashMap::new(),
-            upstreams: HashSet::new(),
+            upstreams: HashMap::new(),
             claimed: HashSet::new(),
             route_names: HashSet::new(),
+            server_names: HashSet::new(),
         }
     }
 
@@ -61,6 +65,15 @@ impl Mapper {
     }
 
     pub(super) fn main(&mut self, directives: &[Directive]) {
+        // A file of a conf.d or sites-enabled, imported alone: what would be inside
+        // `http` stands at the top.
+        let bare = !directives.iter().any(|d| d.name == "http")
+            && directives
+                .iter()
+                .any(|d| matches!(d.name.as_str(), "server" | "upstream"));
+        if bare {
+            return self.http(directives);
+        }
         for d in directives {
             match d.name.as_str() {
                 "http" => self.http(d.block.as_deref().unwrap_or_default()),
@@ -83,7 +96,8 @@ impl Mapper {
             match d.name.as_str() {
                 "upstream" => {
                     if let Some(name) = d.args.first() {
-                        self.upstreams.insert(name.clone());
+                        self.upstreams
+                            .insert(name.to_ascii_lowercase(), name.clone());
                     }
                 }
                 "split_clients" => self.split_clients(d),
@@ -102,6 +116,24 @@ impl Mapper {
                         .any(|a| a == "default_server" || a == "default")
             })
         });
+        // nginx picks a server per listen address; cutover routes every listener alike.
+        let listens = |d: &Directive| {
+            let mut l: Vec<String> = d
+                .block
+                .as_deref()
+                .unwrap_or_default()
+                .iter()
+                .filter(|l| l.name == "listen")
+                .filter_map(|l| l.args.first().cloned())
+                .collect();
+            l.sort();
+            l
+        };
+        if let Some(first) = first_server {
+            if let Some(other) = servers().find(|s| listens(s) != listens(first)) {
+                self.leave(other, "servers listen on different addresses: cutover routes every listener alike, by Host and path only");
+            }
+        }
         for d in block {
             match d.name.as_str() {
                 "upstream" => self.upstream(d),
@@ -111,7 +143,7 @@ impl Mapper {
                         Some(def) => std::ptr::eq(def, d),
                         None => first_server.is_some_and(|f| std::ptr::eq(f, d)),
                     };
-                    self.server(d, is_default);
+                    self.server(d, is_default, servers().count() == 1);
                 }
                 _ => {
                     if !self.limit(d) && !self.real_ip(d) {
@@ -225,16 +257,30 @@ impl Mapper {
                     .filter(|&n| n > 0)
                     .map(|n| (n - 1).to_string()),
             ),
+            "proxy_next_upstream" if arg == "off" => ("retries", Some("0".to_owned())),
+            "proxy_next_upstream" => {
+                if d.args
+                    .iter()
+                    .any(|a| a.starts_with("http_") || a == "non_idempotent")
+                {
+                    self.leave(d, "cutover retries on connection failures only, never on a backend's 5xx or after a non-idempotent request reached it");
+                }
+                return true;
+            }
             _ => return false,
         };
         let Some(value) = value else {
             self.leave(d, format!("cannot read {arg:?}"));
             return true;
         };
+        if value.starts_with("\"0") && key != "max_body_bytes" {
+            self.leave(d, "a zero time turns this off in nginx; cutover's timeouts are above zero, so its default stays");
+            return true;
+        }
         match self.model.limits.get(key) {
             Some((old, at)) if *old != value => {
                 let why = format!("cutover's limits are global: {key} = {old} from {at} is kept");
-                self.note(d, why);
+                self.leave(d, why);
             }
             Some(_) => {}
             None => {

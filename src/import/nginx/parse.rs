@@ -65,11 +65,13 @@ fn read_file(
             "includes nested deeper than {MAX_INCLUDE_DEPTH}: a loop?"
         )));
     }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?;
+    let bytes =
+        std::fs::read(path).map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?;
+    // nginx takes any bytes; a Latin-1 comment must not stop the import.
+    let text = String::from_utf8_lossy(&bytes);
     let tokens = tokenize(&text, &file)?;
     let mut pos = 0;
-    let directives = parse_block(&tokens, &mut pos, &file, false)?;
+    let directives = parse_block(&tokens, &mut pos, &file, 0)?;
     expand_includes(directives, root, depth)
 }
 
@@ -168,16 +170,28 @@ fn tokenize(text: &str, file: &Arc<PathBuf>) -> Result<Vec<(Tok, u32)>, ParseErr
     Ok(out)
 }
 
+/// Blocks nested deeper than this are refused (no real config comes close; the parser
+/// recurses per block).
+const MAX_BLOCK_DEPTH: usize = 64;
+
 fn parse_block(
     tokens: &[(Tok, u32)],
     pos: &mut usize,
     file: &Arc<PathBuf>,
-    nested: bool,
+    depth: usize,
 ) -> Result<Vec<Directive>, ParseError> {
+    let nested = depth > 0;
     let at = |line| At {
         file: file.clone(),
         line,
     };
+    if depth > MAX_BLOCK_DEPTH {
+        let line = tokens.get(*pos).map_or(1, |t| t.1);
+        return Err(ParseError {
+            at: at(line),
+            message: format!("blocks nested deeper than {MAX_BLOCK_DEPTH}"),
+        });
+    }
     let mut out = Vec::new();
     loop {
         let Some((tok, line)) = tokens.get(*pos) else {
@@ -222,7 +236,7 @@ fn parse_block(
                     break;
                 }
                 Tok::Open => {
-                    let block = parse_block(tokens, pos, file, true)?;
+                    let block = parse_block(tokens, pos, file, depth + 1)?;
                     out.push(Directive {
                         name,
                         args,
@@ -308,7 +322,7 @@ mod tests {
     fn parse(text: &str) -> Result<Vec<Directive>, ParseError> {
         let file = Arc::new(PathBuf::from("t.conf"));
         let tokens = tokenize(text, &file)?;
-        parse_block(&tokens, &mut 0, &file, false)
+        parse_block(&tokens, &mut 0, &file, 0)
     }
 
     #[test]
@@ -340,5 +354,10 @@ mod tests {
         let e = parse("a 'b;\n").expect_err("open quote");
         assert_eq!(e.at.line, 1, "{e}");
         assert!(parse("a b").is_err());
+        let deep = "a {".repeat(100_000);
+        assert!(
+            parse(&deep).is_err(),
+            "deep nesting is an error, not a stack overflow"
+        );
     }
 }

@@ -9,7 +9,9 @@ use crate::import::model::{Backend, Pool, Route};
 use crate::import::Finding;
 
 impl Mapper {
-    pub(super) fn server(&mut self, d: &Directive, is_default: bool) {
+    /// `is_default`: nginx's default server (its routes also take every Host no other
+    /// route names); `alone`: the only server (so they need not name its own hosts).
+    pub(super) fn server(&mut self, d: &Directive, is_default: bool, alone: bool) {
         let block = d.block.as_deref().unwrap_or_default();
         let mut names = Vec::new();
         let mut listens = 0;
@@ -74,23 +76,67 @@ impl Mapper {
                 n => hosts.push(n.to_owned()),
             }
         }
+        // A name an earlier server has is that server's, as nginx has it ("conflicting
+        // server name ... ignored").
+        let mut conflicting = false;
+        hosts.retain(|h| {
+            let fresh = self.server_names.insert(h.to_ascii_lowercase());
+            conflicting |= !fresh;
+            fresh
+        });
+        if conflicting {
+            self.leave(d, "a server name an earlier server already has: nginx ignores it here, and so does the import");
+        }
         let label = hosts
             .first()
             .cloned()
             .unwrap_or_else(|| "default".to_owned());
-        // The default server's routes name no hosts: every Host reaches them that no
-        // other route names, as nginx sends it to the default server.
-        if is_default {
-            if !hosts.is_empty() {
-                self.note(
-                    d,
-                    "the default server: its routes take every Host no other route names",
-                );
+        if hosts.is_empty() && !is_default {
+            if conflicting {
+                return;
             }
-            hosts.clear();
+            // `server_name _` and the like on a server that is not the default one:
+            // nginx never picks it by name.
+            return self.leave(
+                d,
+                "a server with no usable name that is not the default server: nginx never picks it",
+            );
         }
-        for s in block.iter().filter(|s| s.name == "location") {
-            self.location(s, &hosts, &label);
+        // The default server's routes also name no hosts: every Host reaches them that
+        // no other route names, as nginx sends it to the default server. Alone, that is
+        // all it needs.
+        if is_default && !hosts.is_empty() {
+            self.note(
+                d,
+                "the default server: its routes also take every Host no other route names",
+            );
+        }
+        let named = if is_default && alone {
+            Vec::new()
+        } else {
+            hosts
+        };
+        // Prefix locations before exact ones, and `/p/` before `/p`, so that where two
+        // become the same cutover prefix, the one nginx sends most of it to keeps it.
+        let mut locations: Vec<&Directive> =
+            block.iter().filter(|s| s.name == "location").collect();
+        locations.sort_by_key(|l| {
+            let exact = l.args.first().is_some_and(|m| m == "=");
+            let slash = l.args.last().is_some_and(|p| p.ends_with('/'));
+            (exact, !slash)
+        });
+        for s in locations {
+            if !named.is_empty() {
+                self.location(s, &named, &label);
+            }
+            if is_default {
+                let any = if named.is_empty() {
+                    label.clone()
+                } else {
+                    format!("{label}-any")
+                };
+                self.location(s, &[], &any);
+            }
         }
     }
 
@@ -162,13 +208,7 @@ impl Mapper {
             }
         }
         if kept.is_empty() {
-            return self.leave(d, "another server already routes these names and this path");
-        }
-        if !hosts.is_empty() && kept.len() < hosts.len() {
-            self.note(
-                d,
-                "names another server already takes are left to it, as nginx does",
-            );
+            return self.leave(d, "another location already routes this path for these names (cutover's prefixes are whole path segments)");
         }
         let hosts = if hosts.is_empty() { Vec::new() } else { kept };
         if modifier == "=" {
@@ -239,6 +279,15 @@ impl Mapper {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, ""),
         };
+        // `http://backend$request_uri`: the path as it came, which is what cutover sends.
+        let (host, uri) = match host.find('$').filter(|&i| i > 0) {
+            Some(i) if &host[i..] == "$request_uri" && uri.is_empty() => (&host[..i], ""),
+            Some(_) => {
+                self.leave(d, "a variable in proxy_pass other than a split_clients one has no cutover equivalent");
+                return None;
+            }
+            None => (host, uri),
+        };
         if !uri.is_empty() && uri != location {
             self.leave(
                 d,
@@ -257,32 +306,37 @@ impl Mapper {
             }
             let mut weights = Vec::new();
             for (pool, share) in weights_of(&shares) {
-                if !self.upstreams.contains(&pool) {
+                let Some(pool) = self.upstreams.get(&pool.to_ascii_lowercase()).cloned() else {
                     self.left_out.push(Finding::new(
                         &at,
                         "split_clients",
                         format!("{pool:?} is not an upstream"),
                     ));
                     continue;
-                }
+                };
                 weights.push((pool, share));
             }
             return (!weights.is_empty()).then_some((weights, sticky));
         }
-        if self.upstreams.contains(host) {
-            return Some((vec![(host.to_owned(), 1)], None));
+        if let Some(name) = self.upstreams.get(&host.to_ascii_lowercase()) {
+            return Some((vec![(name.clone(), 1)], None));
         }
         // A backend named in proxy_pass itself: a pool of its own.
-        let name = format!("direct-{}", host.replace([':', '.', '[', ']'], "-"));
-        if !self.model.pools.iter().any(|p| p.name == name) {
-            let mut pool = Pool::new(&name, &d.at);
-            pool.backends.push(Backend {
-                addr: with_port(host, 80),
-                weight: 1,
-            });
-            self.model.pools.push(pool);
-            self.upstreams.insert(name.clone());
+        let addr = with_port(host, 80);
+        let base = format!("direct-{}", host.replace([':', '.', '[', ']'], "-"));
+        // `a.b` and `a-b` read alike: the second gets a name of its own.
+        let mut name = base.clone();
+        let mut n = 2;
+        while let Some(p) = self.model.pools.iter().find(|p| p.name == name) {
+            if p.backends.first().is_some_and(|b| b.addr == addr) {
+                return Some((vec![(name, 1)], None));
+            }
+            name = format!("{base}-{n}");
+            n += 1;
         }
+        let mut pool = Pool::new(&name, &d.at);
+        pool.backends.push(Backend { addr, weight: 1 });
+        self.model.pools.push(pool);
         Some((vec![(name, 1)], None))
     }
 }
