@@ -150,6 +150,7 @@ pub(super) fn classify(name: &str, args: &[String]) -> Known {
         "proxy_cache" | "proxy_cache_path" | "proxy_cache_valid" | "proxy_cache_key"
         | "proxy_cache_bypass" | "proxy_no_cache" => LeftOut("cutover does not cache"),
         "stream" => LeftOut("TCP/UDP proxying (stream) is not HTTP"),
+        "load_module" => LeftOut("a dynamic nginx module: what it adds is not carried"),
         "ssl_client_certificate"
         | "ssl_verify_client"
         | "ssl_stapling"
