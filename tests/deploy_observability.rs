@@ -30,7 +30,7 @@ use tokio::time::Instant;
 
 use support::prometheus::{http_get, Prometheus, Sample, Tools};
 use support::upstream::closed_port;
-use support::{get, Proxy, Upstream};
+use support::{Proxy, Upstream};
 
 /// The split of the route under traffic, and how the new environment misbehaves.
 const ECS_WEIGHT: u32 = 70;
@@ -580,33 +580,8 @@ fn per_pool(r: &[Sample]) -> Result<(), String> {
 /// Clients in parallel until `stop` (or well past [`PATIENCE`], whichever is first);
 /// the number of answers.
 fn drive(proxy: SocketAddr, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<usize> {
-    tokio::spawn(async move {
-        let end = Instant::now() + 2 * PATIENCE;
-        let clients: Vec<_> = (0..CLIENTS)
-            .map(|_| {
-                let stop = stop.clone();
-                tokio::spawn(async move {
-                    let mut n = 0;
-                    while !stop.load(Ordering::SeqCst) && Instant::now() < end {
-                        let r = get(proxy, "/", &[]).await;
-                        assert!(
-                            r.status == 200 || r.status == 500,
-                            "{} {}",
-                            r.status,
-                            r.body
-                        );
-                        n += 1;
-                    }
-                    n
-                })
-            })
-            .collect();
-        let mut total = 0;
-        for c in clients {
-            total += c.await.expect("client task");
-        }
-        total
-    })
+    let end = tokio::time::Instant::now() + 2 * PATIENCE;
+    tokio::spawn(support::prometheus::drive(proxy, CLIENTS, end, stop))
 }
 
 // === The files ===

@@ -16,6 +16,7 @@ use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use support::client::send_on;
 use support::process::Process;
 use support::tempdir::Dir;
 use support::{get, Proxy, Reply, Upstream};
@@ -90,26 +91,6 @@ where
         .expect("handshake");
     tokio::spawn(conn);
     send
-}
-
-/// One request on an open HTTP/1.1 connection, read whole.
-async fn send_on(send: &mut SendRequest<Full<Bytes>>, req: Request<Full<Bytes>>) -> Reply {
-    // The connection is ready again only once the last answer's end has been read.
-    tokio::time::timeout(Duration::from_secs(20), send.ready())
-        .await
-        .expect("ready in time")
-        .expect("the connection is still open");
-    let resp = tokio::time::timeout(Duration::from_secs(20), send.send_request(req))
-        .await
-        .expect("reply in time")
-        .expect("reply");
-    let (parts, body) = resp.into_parts();
-    let body = body.collect().await.expect("body").to_bytes();
-    Reply {
-        status: parts.status,
-        headers: parts.headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    }
 }
 
 fn get_req(path: &str, headers: &[(&str, &str)]) -> Request<Full<Bytes>> {

@@ -99,33 +99,10 @@ async fn readme_promql_answers_per_pool_from_a_real_prometheus() {
     tools.check_metrics(&exposition.body);
 }
 
-/// Clients in parallel, each sending one request after the other until [`TRAFFIC`] has
-/// passed; the number of answers.
+/// Clients in parallel until [`TRAFFIC`] has passed; the number of answers.
 async fn drive(proxy: SocketAddr) -> usize {
-    let end = Instant::now() + TRAFFIC;
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|_| {
-            tokio::spawn(async move {
-                let mut n = 0;
-                while Instant::now() < end {
-                    let r = get(proxy, "/", &[]).await;
-                    assert!(
-                        r.status == 200 || r.status == 500,
-                        "{} {}",
-                        r.status,
-                        r.body
-                    );
-                    n += 1;
-                }
-                n
-            })
-        })
-        .collect();
-    let mut total = 0;
-    for c in clients {
-        total += c.await.expect("client task");
-    }
-    total
+    let end = tokio::time::Instant::now() + TRAFFIC;
+    support::prometheus::drive(proxy, CLIENTS, end, Default::default()).await
 }
 
 // === The README's queries ===

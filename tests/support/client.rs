@@ -47,6 +47,19 @@ pub async fn request(addr: SocketAddr, req: Request<Full<Bytes>>) -> Reply {
         .await
         .expect("handshake");
     tokio::spawn(conn);
+    send_on(&mut send, req).await
+}
+
+/// One request on an open HTTP/1.1 connection, read whole.
+pub async fn send_on(
+    send: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    req: Request<Full<Bytes>>,
+) -> Reply {
+    // The connection is ready again only once the last answer's end has been read.
+    tokio::time::timeout(Duration::from_secs(20), send.ready())
+        .await
+        .expect("ready in time")
+        .expect("the connection is still open");
     let resp = tokio::time::timeout(Duration::from_secs(20), send.send_request(req))
         .await
         .expect("reply in time")

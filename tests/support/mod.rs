@@ -115,6 +115,18 @@ fn with_listen(listen: &str, toml: &str) -> String {
     )
 }
 
+/// Runs `tests/deps/install`, which installs what the tests run when it is missing (a
+/// plain `cargo test` on a fresh machine); for a test that found a tool missing.
+pub fn install_deps() {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/deps/install");
+    let status = std::process::Command::new("bash")
+        .arg(&script)
+        .stdin(std::process::Stdio::null())
+        .status()
+        .unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
+    assert!(status.success(), "{} failed: {status}", script.display());
+}
+
 /// Waits for `cond` to hold, polling; panics with `what` after 10 s.
 pub async fn eventually(what: &str, mut cond: impl AsyncFnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);

@@ -36,13 +36,7 @@ impl Nginx {
             if let Some(bin) = find() {
                 return bin;
             }
-            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/deps/install");
-            let status = Command::new("bash")
-                .arg(&script)
-                .stdin(Stdio::null())
-                .status()
-                .unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
-            assert!(status.success(), "{} failed: {status}", script.display());
+            super::install_deps();
             find().expect("nginx after tests/deps/install")
         })
     }

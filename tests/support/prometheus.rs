@@ -223,13 +223,7 @@ impl Tools {
         if let Some(tools) = Tools::find() {
             return tools;
         }
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/deps/install");
-        let status = Command::new("bash")
-            .arg(&script)
-            .stdin(Stdio::null())
-            .status()
-            .unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
-        assert!(status.success(), "{} failed: {status}", script.display());
+        super::install_deps();
         Tools::find().expect("prometheus and promtool on PATH after tests/deps/install")
     }
 
@@ -271,4 +265,40 @@ pub fn on_path(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&std::env::var_os("PATH")?)
         .map(|dir| dir.join(name))
         .find(|p| p.is_file())
+}
+
+/// `clients` in parallel, each sending `GET /` to `proxy` one after the other until
+/// `end` or until `stop` is set; each answer must be a 200 or a 500 (the tests' failing
+/// upstream). The number of answers.
+pub async fn drive(
+    proxy: std::net::SocketAddr,
+    clients: usize,
+    end: tokio::time::Instant,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> usize {
+    use std::sync::atomic::Ordering;
+    let clients: Vec<_> = (0..clients)
+        .map(|_| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut n = 0;
+                while !stop.load(Ordering::SeqCst) && tokio::time::Instant::now() < end {
+                    let r = super::get(proxy, "/", &[]).await;
+                    assert!(
+                        r.status == 200 || r.status == 500,
+                        "{} {}",
+                        r.status,
+                        r.body
+                    );
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for c in clients {
+        total += c.await.expect("client task");
+    }
+    total
 }

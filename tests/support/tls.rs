@@ -603,11 +603,6 @@ fn ensure_clients() {
         if on_path("curl").is_some() && on_path("openssl").is_some() {
             return;
         }
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/deps/install");
-        let status = std::process::Command::new("bash")
-            .arg(&script)
-            .status()
-            .expect("run tests/deps/install");
-        assert!(status.success(), "tests/deps/install failed");
+        super::install_deps();
     });
 }
