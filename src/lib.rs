@@ -72,6 +72,7 @@
 // the proxy's insides.
 mod admin;
 pub mod app;
+mod autopilot;
 pub mod balance;
 pub mod cli;
 pub mod config;

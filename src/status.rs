@@ -38,6 +38,54 @@ pub struct Route {
     /// This route's requests by the pool that answered them over the window; `none`
     /// holds those that got no pool.
     pub traffic: BTreeMap<String, Window>,
+    /// The route's ramp, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autopilot: Option<Autopilot>,
+}
+
+/// A route's ramp (DESIGN "Autopilot"): the contract's fields, then what `cutover
+/// status` needs to say what the ramp waits for.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Autopilot {
+    /// `pending`, `running`, `done` or `rolled_back`.
+    pub state: String,
+    /// 1-based; 0 while pending; the step it failed at once rolled back.
+    pub step: u32,
+    /// The pool's target percent now (the file's split while pending or rolled back).
+    pub share: f64,
+    /// When this state or step began (RFC 3339, UTC).
+    pub since: String,
+    /// Why it rolled back, in words; null otherwise.
+    pub reason: Option<String>,
+    pub checks: Vec<Check>,
+    pub pool: String,
+    pub baseline: String,
+    pub steps: Vec<u32>,
+    /// `local` or `prometheus`.
+    pub source: String,
+    /// What is left of the step's hold.
+    pub hold_left_seconds: f64,
+    pub hold_seconds: f64,
+    /// The pool's requests in this step, and how many it needs.
+    pub step_requests: f64,
+    pub min_requests: u64,
+    /// Why the ramp holds with no numbers to judge by (its Prometheus unreachable).
+    pub holding: Option<String>,
+    /// The PromQL of each check, for a fleet ramp: paste it into Prometheus.
+    #[serde(default)]
+    pub queries: BTreeMap<String, String>,
+}
+
+/// One of a ramp's checks over its window.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Check {
+    /// `error_ratio`, `latency_ratio` or `latency`.
+    pub name: String,
+    /// What was measured; null while too few requests came to judge.
+    pub value: Option<f64>,
+    pub limit: f64,
+    /// `pass`, `fail` or `wait`.
+    pub verdict: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -5,6 +5,7 @@
 use std::sync::atomic::Ordering;
 use std::time::UNIX_EPOCH;
 
+use crate::autopilot::{Report, CHECKS, STATES};
 use crate::metrics::exposition::{Exposition, Family};
 use crate::metrics::{tidy, NONE};
 use crate::state::Shared;
@@ -12,6 +13,7 @@ use crate::state::Shared;
 pub(super) fn render(shared: &Shared) -> String {
     let snapshot = shared.live.load_full();
     let mut e = Exposition::new();
+    let now = std::time::Instant::now();
     for route in &snapshot.routes {
         for (pool, series, in_split) in route.pool_series() {
             let labels = [("route", &*route.name), ("pool", pool)];
@@ -22,6 +24,9 @@ pub(super) fn render(shared: &Shared) -> String {
             if in_split || totals.observations() > 0 {
                 e.histogram(Family::RequestDuration, &labels, &totals);
             }
+        }
+        if let Some(pilot) = route.pilot() {
+            autopilot(&mut e, &route.name, &pilot.report(now));
         }
         for ((pool, weight), (_, effective)) in route.split.iter().zip(route.effective_split()) {
             let labels = [("route", &*route.name), ("pool", &*pool.name)];
@@ -81,4 +86,26 @@ pub(super) fn render(shared: &Shared) -> String {
         );
     }
     e.encode()
+}
+
+/// A ramp's families. Every state and check is written, 0 or not, so that a
+/// rule over them has a series from the start.
+fn autopilot(e: &mut Exposition, route: &str, ap: &Report) {
+    e.gauge(Family::AutopilotStep, &[("route", route)], ap.step as f64);
+    e.gauge(Family::AutopilotRun, &[("route", route)], ap.cfg.run as f64);
+    for state in STATES {
+        let on = f64::from(u8::from(state == ap.state));
+        e.gauge(
+            Family::AutopilotState,
+            &[("route", route), ("state", state)],
+            on,
+        );
+    }
+    for (check, n) in CHECKS.iter().zip(ap.rollbacks) {
+        e.counter(
+            Family::AutopilotRollbacks,
+            &[("route", route), ("check", check)],
+            n as f64,
+        );
+    }
 }

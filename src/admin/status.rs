@@ -2,7 +2,10 @@
 //! traffic, as the [`crate::status::Status`] document.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
+
+use crate::autopilot::Report;
+use crate::config::Source;
 
 use crate::metrics::{self, Stats, WINDOW};
 use crate::routing::{Route, Snapshot};
@@ -69,8 +72,60 @@ fn route(r: &Route, now: Instant) -> (status::Route, Vec<(String, Stats)>) {
         split,
         effective_split,
         traffic,
+        autopilot: r.pilot().map(|p| autopilot(r, &p.report(now), now)),
     };
     (doc, by_pool)
+}
+
+fn autopilot(r: &Route, ap: &Report, now: Instant) -> status::Autopilot {
+    let share = ap.share.map_or_else(
+        || {
+            let total: u32 = r.split.iter().map(|(_, w)| w).sum();
+            let pool = r
+                .split
+                .iter()
+                .find(|(p, _)| *p.name == *ap.cfg.pool)
+                .map_or(0, |(_, w)| *w);
+            f64::from(pool) * 100.0 / f64::from(total.max(1))
+        },
+        f64::from,
+    );
+    let since = SystemTime::now() - now.saturating_duration_since(ap.since);
+    status::Autopilot {
+        state: ap.state.to_owned(),
+        step: ap.step as u32,
+        share: metrics::tidy(share),
+        since: humantime::format_rfc3339_seconds(since).to_string(),
+        reason: ap.reason.clone(),
+        checks: ap
+            .checks
+            .iter()
+            .map(|c| status::Check {
+                name: c.name.to_owned(),
+                value: c.value.map(metrics::tidy),
+                limit: c.limit,
+                verdict: c.verdict.as_str().to_owned(),
+            })
+            .collect(),
+        pool: ap.cfg.pool.clone(),
+        baseline: ap.cfg.baseline.clone(),
+        steps: ap.cfg.steps.clone(),
+        source: match ap.cfg.source {
+            Source::Local => "local",
+            Source::Prometheus(_) => "prometheus",
+        }
+        .to_owned(),
+        hold_left_seconds: ap.hold_left.as_secs_f64().ceil(),
+        hold_seconds: ap.cfg.hold.as_secs_f64(),
+        step_requests: ap.step_requests.round(),
+        min_requests: ap.cfg.min_requests,
+        holding: ap.holding.clone(),
+        queries: ap
+            .queries
+            .iter()
+            .map(|(n, q)| ((*n).to_owned(), q.clone()))
+            .collect(),
+    }
 }
 
 fn pools(

@@ -69,6 +69,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         stopped.clone(),
     ));
     tokio::spawn(crate::admin::sampler::run(shared.clone(), stopped.clone()));
+    tokio::spawn(crate::autopilot::run(shared.clone(), stopped.clone()));
     let listening = crate::server::listen(&shared, workers, &stopped)?;
     let reloader = crate::reload::spawn(path.clone(), loaded_hash, shared.clone());
     let watching = crate::reload::watch(&path, reloader.clone(), shared.clone(), stopped.clone());

@@ -134,6 +134,47 @@ pub struct RouteConfig {
     pub(crate) override_: Option<KeySource>,
     pub fallback: bool,
     pub(crate) ramp_up: Duration,
+    pub autopilot: Option<Autopilot>,
+}
+
+/// A route's `[routes.autopilot]`: the ramp that raises `pool` step by step against
+/// `baseline` (DESIGN "Autopilot").
+#[derive(Debug, Clone, PartialEq)]
+pub struct Autopilot {
+    pub run: i64,
+    pub pool: String,
+    pub baseline: String,
+    /// The pool's share at each step, in percent: increasing, within 1..=100.
+    pub steps: Vec<u32>,
+    pub hold: Duration,
+    pub min_requests: u64,
+    pub window: Duration,
+    pub max_error_ratio: f64,
+    pub max_latency_ratio: f64,
+    pub max_latency: Option<Duration>,
+    pub quantile: f64,
+    pub source: Source,
+}
+
+/// Where autopilot's checks read their numbers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// This instance's own series.
+    Local,
+    /// The fleet's series, through the Prometheus at this base URL.
+    Prometheus(String),
+}
+
+impl Autopilot {
+    /// Whether `other` is the same ramp, which a reload continues rather than starts
+    /// over: the same run, pools and steps. Limits, hold, window and source may change
+    /// under a running ramp.
+    pub fn same_ramp(&self, other: &Autopilot) -> bool {
+        self.run == other.run
+            && self.pool == other.pool
+            && self.baseline == other.baseline
+            && self.steps == other.steps
+    }
 }
 
 /// A lower-cased host pattern from a route's `hosts`.

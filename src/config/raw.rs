@@ -154,6 +154,25 @@ pub(super) struct RawRoute {
     pub(crate) override_: Option<Spanned<String>>,
     pub fallback: Option<bool>,
     pub(crate) ramp_up: Option<Spanned<HumanDuration>>,
+    pub autopilot: Option<Spanned<RawAutopilot>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAutopilot {
+    pub run: Option<i64>,
+    pub pool: Spanned<String>,
+    pub baseline: Spanned<String>,
+    pub steps: Option<Spanned<Vec<Spanned<i64>>>>,
+    pub hold: Option<Spanned<HumanDuration>>,
+    pub min_requests: Option<u64>,
+    pub window: Option<Spanned<HumanDuration>>,
+    pub max_error_ratio: Option<Spanned<f64>>,
+    pub max_latency_ratio: Option<Spanned<f64>>,
+    pub max_latency: Option<Spanned<HumanDuration>>,
+    pub quantile: Option<Spanned<f64>>,
+    pub source: Option<Spanned<String>>,
+    pub prometheus: Option<Spanned<String>>,
 }
 
 // === impl RawBackend ===

@@ -4,6 +4,7 @@
 //! listeners and TLS are in `edge`, one pool's checks in `pools`, the routes' in
 //! `routes`.
 
+mod autopilot;
 mod edge;
 mod pools;
 mod routes;

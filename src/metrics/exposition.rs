@@ -31,9 +31,13 @@ pub(crate) enum Family {
     Inflight,
     ClientConnections,
     DnsResolutions,
+    AutopilotStep,
+    AutopilotState,
+    AutopilotRollbacks,
+    AutopilotRun,
 }
 
-const FAMILIES: [(Family, &str, MetricType, &str); 14] = [
+const FAMILIES: [(Family, &str, MetricType, &str); 18] = [
     (Family::Requests, "cutover_requests_total", MetricType::COUNTER,
         "Requests answered, by route, pool and the status sent to the client (pool=\"none\" when none was picked)."),
     (Family::RequestDuration, "cutover_request_duration_seconds", MetricType::HISTOGRAM,
@@ -62,6 +66,14 @@ const FAMILIES: [(Family, &str, MetricType, &str); 14] = [
         "Open client connections."),
     (Family::DnsResolutions, "cutover_dns_resolutions_total", MetricType::COUNTER,
         "Lookups of backend names, by pool and result: success, empty, failure (the last good answer is kept)."),
+    (Family::AutopilotStep, "cutover_autopilot_step", MetricType::GAUGE,
+        "The route's autopilot step, 1-based; 0 while pending."),
+    (Family::AutopilotState, "cutover_autopilot_state", MetricType::GAUGE,
+        "1 for the state the route's autopilot is in: pending, running, done or rolled_back."),
+    (Family::AutopilotRollbacks, "cutover_autopilot_rollbacks_total", MetricType::COUNTER,
+        "Autopilot rollbacks, by route and the check that failed."),
+    (Family::AutopilotRun, "cutover_autopilot_run", MetricType::GAUGE,
+        "The run of the route's autopilot, by which a fleet's instances tell this ramp from the one before."),
 ];
 
 /// An exposition being filled.

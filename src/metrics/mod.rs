@@ -14,7 +14,7 @@ pub(crate) mod exposition;
 mod series;
 mod window;
 
-pub(crate) use series::{Failure, Series};
+pub(crate) use series::{Failure, Series, SLOTS};
 pub use window::WINDOW;
 pub(crate) use window::{Stats, TICK};
 

@@ -11,6 +11,7 @@ use std::time::{Instant, SystemTime};
 
 use rand::Rng;
 
+use crate::autopilot::Pilot;
 use crate::balance::{self, BackendSet, Member};
 use crate::config::{Config, KeySource, PoolConfig, RouteConfig, Target};
 use crate::health::{self, Machine, Registry, Settings};
@@ -53,6 +54,10 @@ pub struct Route {
     /// got no pool (`pool="none"`). A (route, pool) that stays across a reload keeps
     /// its series; one that goes takes its series with it.
     series: Vec<Arc<Series>>,
+    /// The route's autopilot and the split entry of the pool it raises (the baseline
+    /// is the other one: validation allows no third). Kept across a reload of the
+    /// same ramp, like the series.
+    pilot: Option<(Arc<Pilot>, usize)>,
 }
 
 /// A split weight, possibly ramping up after a reload raised it.
@@ -149,12 +154,18 @@ impl Snapshot {
                     );
                 }
                 series.push(before.and_then(|r| r.series_of(None)).unwrap_or_default());
+                let pilot = rc.autopilot.as_ref().and_then(|cfg| {
+                    let i = split.iter().position(|(p, _)| *p.name == *cfg.pool)?;
+                    let pilot = Pilot::carry(&rc.name, cfg, before.and_then(|r| r.pilot()));
+                    Some((pilot, i))
+                });
                 Route {
                     name: Arc::from(rc.name.as_str()),
                     config: rc.clone(),
                     split,
                     weights,
                     series,
+                    pilot,
                 }
             })
             .collect();
@@ -206,16 +217,23 @@ impl Route {
     /// `ramp_up`) times the pool's ready capacity with `fallback`, as it is without.
     pub(crate) fn effective_split(&self) -> impl Iterator<Item = (&Arc<Pool>, f64)> + Clone + '_ {
         let fallback = self.config.fallback;
-        let now = self
-            .weights
-            .iter()
-            .any(Weight::is_ramping)
-            .then(Instant::now);
+        // A running autopilot sets the two weights itself: its share and the rest.
+        let piloted = self
+            .pilot
+            .as_ref()
+            .and_then(|(p, i)| Some((p.share()?, *i)));
+        let now =
+            (piloted.is_none() && self.weights.iter().any(Weight::is_ramping)).then(Instant::now);
         self.split
             .iter()
             .zip(&self.weights)
-            .map(move |((pool, _), w)| {
-                let w = w.at(now);
+            .enumerate()
+            .map(move |(i, ((pool, _), w))| {
+                let w = match piloted {
+                    Some((share, pool)) if i == pool => f64::from(share),
+                    Some((share, _)) => f64::from(100 - share.min(100)),
+                    None => w.at(now),
+                };
                 let eff = if fallback {
                     w * pool.backends.capacity()
                 } else {
@@ -253,6 +271,17 @@ impl Route {
                 Some((pool, _)) => (&*pool.name, &**s, true),
                 None => (crate::metrics::NONE, &**s, false),
             })
+    }
+
+    /// The route's autopilot, if it has one.
+    pub(crate) fn pilot(&self) -> Option<&Arc<Pilot>> {
+        self.pilot.as_ref().map(|(p, _)| p)
+    }
+
+    /// The split entries of the autopilot's pool and baseline.
+    pub(crate) fn autopilot_sides(&self) -> Option<[usize; 2]> {
+        let (_, pool) = self.pilot.as_ref()?;
+        (self.split.len() == 2).then_some([*pool, 1 - pool])
     }
 
     /// The split weight of `pool` at `now` (0 when the pool is not in the split).

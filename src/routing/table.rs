@@ -143,6 +143,7 @@ mod tests {
             override_: None,
             fallback: true,
             ramp_up: std::time::Duration::ZERO,
+            autopilot: None,
         }
     }
 

@@ -90,6 +90,10 @@ impl Checker<'_> {
             let sticky = r.sticky.as_ref().and_then(|s| self.key_source(s, true));
             let override_ = r.override_.as_ref().and_then(|s| self.key_source(s, false));
             let ramp_up = r.ramp_up.as_ref().map_or(Duration::ZERO, |d| d.get_ref().0);
+            let autopilot = r
+                .autopilot
+                .as_ref()
+                .map(|a| self.autopilot(&name, a, &r.split, pools));
             out.push(RouteConfig {
                 name,
                 hosts,
@@ -99,6 +103,7 @@ impl Checker<'_> {
                 override_,
                 fallback: r.fallback.unwrap_or(true),
                 ramp_up,
+                autopilot,
             });
         }
         out

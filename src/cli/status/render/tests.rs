@@ -49,6 +49,7 @@ fn doc() -> Status {
                 (long.to_owned(), idle.clone()),
                 ("none".to_owned(), window(0.1, 1.0, Some((0.0, 0.0, 0.0)))),
             ]),
+            autopilot: None,
         }],
         pools: vec![
             Pool {
