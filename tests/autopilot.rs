@@ -199,6 +199,16 @@ async fn rolled_back_when_bad(autopilot_extra: &str, check: &str, spoil: impl Fn
     let counted = format!("cutover_autopilot_rollbacks_total{{route=\"r\",check=\"{check}\"}} 1");
     assert!(m.contains(&counted), "{m}");
     assert!(m.contains("cutover_autopilot_state{route=\"r\",state=\"rolled_back\"} 1"));
+    // And `cutover status`, the real binary, says so with the reason.
+    let out = tokio::process::Command::new(support::process::BIN)
+        .args(["status", "--admin", &proxy.admin.to_string()])
+        .env("NO_COLOR", "1")
+        .output()
+        .await
+        .expect("run cutover status");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("autopilot rolled_back  step 2/3  k8s at 0%"), "{table}");
+    assert!(table.contains(&format!("  rolled back: {check}:")), "{table}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

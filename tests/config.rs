@@ -325,3 +325,151 @@ fn a_blanked_entry_leaves_no_echo_behind() {
         );
     }
 }
+
+/// A route `r` over pools `ecs` and `k8s` (and `other`), with `autopilot` as its
+/// `[routes.autopilot]` table: the table starts on line 10.
+fn ramp(split: &str, autopilot: &str) -> String {
+    format!(
+        "[pools.ecs]\nbackends = [\"127.0.0.1:1\"]\n[pools.k8s]\nbackends = [\"127.0.0.1:2\"]\n\
+         [pools.other]\nbackends = [\"127.0.0.1:3\"]\n\
+         [[routes]]\nname = \"r\"\nsplit = {split}\n[routes.autopilot]\n{autopilot}\n"
+    )
+}
+
+const RAMP: &str = "pool = \"k8s\"\nbaseline = \"ecs\"";
+
+#[test]
+fn autopilot_rules() {
+    let split = "{ ecs = 100, k8s = 0 }";
+    let with = |extra: &str| ramp(split, &format!("{RAMP}\n{extra}"));
+    assert_eq!(errors(&with("")), Vec::<String>::new());
+    assert_exactly(
+        &errors(&ramp(split, "pool = \"k9s\"\nbaseline = \"ecs\"")),
+        &[
+            (
+                "9:9",
+                "must name exactly its pool \"k9s\" and baseline \"ecs\"",
+            ),
+            (
+                "11:8",
+                "autopilot pool \"k9s\" of route \"r\" does not exist",
+            ),
+        ],
+    );
+    assert_exactly(
+        &errors(&ramp("{ ecs = 90, k8s = 5, other = 5 }", RAMP)),
+        &[(
+            "9:9",
+            "must name exactly its pool \"k8s\" and baseline \"ecs\"",
+        )],
+    );
+    assert_exactly(
+        &errors(&ramp(split, "pool = \"k8s\"\nbaseline = \"k8s\"")),
+        &[("12:12", "baseline must be another pool")],
+    );
+    assert_exactly(
+        &errors(&with("steps = [10, 5, 101, 0, 100]")),
+        &[
+            ("13:14", "step 5 does not increase"),
+            ("13:17", "step 101 is outside 1..100"),
+            ("13:22", "step 0 is outside 1..100"),
+        ],
+    );
+    assert_exactly(&errors(&with("steps = []")), &[("13:9", "cannot be empty")]);
+    assert_exactly(
+        &errors(&with("steps = [10, 10]")),
+        &[("13:14", "step 10 does not increase")],
+    );
+    assert_exactly(
+        &errors(&with("max_error_ratio = 0\nmax_latency_ratio = -1.5")),
+        &[
+            ("13:19", "max_error_ratio must be above 0"),
+            ("14:21", "max_latency_ratio must be above 0"),
+        ],
+    );
+    assert_exactly(
+        &errors(&with("max_error_ratio = 2")),
+        &[("13:19", "at most 1")],
+    );
+    assert_exactly(
+        &errors(&with(
+            "quantile = 1.0\nwindow = \"500ms\"\nmax_latency = \"0s\"",
+        )),
+        &[
+            ("13:12", "quantile must be between 0 and 1"),
+            ("14:10", "window must be at least 1s"),
+            ("15:15", "max_latency must be above 0"),
+        ],
+    );
+    assert_exactly(
+        &errors(&with("source = \"prometheus\"")),
+        &[("13:10", "needs the server's address")],
+    );
+    assert_exactly(
+        &errors(&with(
+            "source = \"prometheus\"\nprometheus = \"https://prom:9090\"",
+        )),
+        &[("14:14", "https is not supported")],
+    );
+    assert_exactly(
+        &errors(&with("source = \"thanos\"")),
+        &[("13:10", "expected \"local\" or \"prometheus\"")],
+    );
+    assert_exactly(
+        &errors(&with("hold = \"10 minutes\"")),
+        &[("13:8", "invalid duration")],
+    );
+    assert_exactly(
+        &errors(&with("stpes = [1]")),
+        &[("13:1", "unknown field `stpes`")],
+    );
+    assert_exactly(
+        &errors(&ramp(split, "pool = \"k8s\"")),
+        &[("10:1", "baseline")],
+    );
+}
+
+#[test]
+fn autopilot_defaults_are_the_documented_ones() {
+    let c = config::parse(Path::new("t.toml"), &ramp("{ ecs = 100, k8s = 0 }", RAMP))
+        .expect("valid")
+        .config;
+    let a = c.routes[0].autopilot.clone().expect("autopilot");
+    assert_eq!(a.steps, [1, 10, 50, 90, 100]);
+    assert_eq!((a.hold.as_secs(), a.window.as_secs()), (600, 60));
+    assert_eq!((a.min_requests, a.run), (500, 0));
+    assert_eq!((a.max_error_ratio, a.max_latency_ratio), (0.01, 1.5));
+    assert_eq!((a.max_latency, a.quantile), (None, 0.99));
+    assert_eq!(a.source, config::Source::Local);
+    let fleet = config::parse(
+        Path::new("t.toml"),
+        &ramp(
+            "{ ecs = 100, k8s = 0 }",
+            &format!("{RAMP}\nsource = \"prometheus\"\nprometheus = \"http://prometheus:9090\""),
+        ),
+    )
+    .expect("valid")
+    .config;
+    let source = fleet.routes[0].autopilot.as_ref().map(|a| a.source.clone());
+    assert_eq!(
+        source,
+        Some(config::Source::Prometheus("http://prometheus:9090".into()))
+    );
+    // A URL with source = "local" is a warning: it would be read by nobody.
+    let warned = config::parse(
+        Path::new("t.toml"),
+        &ramp(
+            "{ ecs = 100, k8s = 0 }",
+            &format!("{RAMP}\nprometheus = \"http://prometheus:9090\""),
+        ),
+    )
+    .expect("valid");
+    assert!(
+        warned
+            .warnings
+            .iter()
+            .any(|w| w.message.contains("only read with source")),
+        "{:?}",
+        warned.warnings
+    );
+}

@@ -1,6 +1,7 @@
 //! `cutover status`: reads `/status` from a running cutover's admin listener and prints
 //! it as a table ([`render`]), as the JSON it received, or redrawn every few seconds.
 
+mod autopilot;
 mod render;
 mod table;
 

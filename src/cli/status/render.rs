@@ -112,6 +112,9 @@ fn route(r: &Route, pen: &Pen, out: &mut Vec<String>) {
         t.row(row);
     }
     t.render(pen, out);
+    if let Some(a) = &r.autopilot {
+        out.extend(super::autopilot::lines(a, pen));
+    }
 }
 
 /// A pool's heading, one line per backend, then `(all)`: the requests the pool

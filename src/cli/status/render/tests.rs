@@ -207,3 +207,101 @@ fn latencies_are_compact() {
         assert_eq!(latency(s), want, "{s:?}");
     }
 }
+
+fn ramp(state: &str, step: u32, share: f64) -> crate::status::Autopilot {
+    crate::status::Autopilot {
+        state: state.to_owned(),
+        step,
+        share,
+        since: "2026-12-05T19:04:31Z".to_owned(),
+        reason: None,
+        checks: vec![
+            crate::status::Check {
+                name: "error_ratio".to_owned(),
+                value: Some(0.0),
+                limit: 0.01,
+                verdict: "pass".to_owned(),
+            },
+            crate::status::Check {
+                name: "latency_ratio".to_owned(),
+                value: None,
+                limit: 1.5,
+                verdict: "wait".to_owned(),
+            },
+        ],
+        pool: "k8s".to_owned(),
+        baseline: "ecs".to_owned(),
+        steps: vec![1, 10, 50, 90, 100],
+        source: "local".to_owned(),
+        hold_left_seconds: 48.0,
+        hold_seconds: 600.0,
+        step_requests: 120.0,
+        min_requests: 500,
+        holding: None,
+        queries: BTreeMap::new(),
+    }
+}
+
+/// The lines `cutover status` gives a route with `ramp`.
+fn ramp_lines(ramp: crate::status::Autopilot) -> Vec<String> {
+    let mut s = doc();
+    s.routes[0].autopilot = Some(ramp);
+    let text = render(&s, false);
+    let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let at = lines
+        .iter()
+        .position(|l| l.starts_with("autopilot "))
+        .expect("an autopilot line");
+    assert!(lines.iter().all(|l| visible_width(l) <= WIDTH), "{text}");
+    lines[at..]
+        .iter()
+        .take_while(|l| !l.is_empty())
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn a_running_ramp_says_its_step_and_what_the_next_gate_waits_for() {
+    assert_eq!(
+        ramp_lines(ramp("running", 2, 10.0)),
+        [
+            "autopilot running  step 2/5  k8s at 10%  since 19:04:31Z  (local source)",
+            "  next: 50% after 48s of hold, 380 more requests, latency_ratio (wait)",
+        ]
+    );
+    let mut ready = ramp("running", 5, 100.0);
+    ready.checks.truncate(1);
+    (ready.hold_left_seconds, ready.step_requests) = (0.0, 500.0);
+    assert_eq!(ramp_lines(ready)[1], "  next: done at the next evaluation");
+}
+
+#[test]
+fn a_rolled_back_ramp_says_why_and_a_done_one_what_to_write() {
+    let mut back = ramp("rolled_back", 3, 0.0);
+    back.reason = Some("latency: p99 latency 480ms above its limit 200ms at step 3 (50%)".into());
+    let lines = ramp_lines(back);
+    assert!(
+        lines[0].starts_with("autopilot rolled_back  step 3/5  k8s at 0%"),
+        "{lines:?}"
+    );
+    assert_eq!(
+        lines[1..],
+        [
+            "  rolled back: latency: p99 latency 480ms above its limit 200ms at step 3 (50%)",
+            "  the file's split applies again; change run to start over"
+        ]
+    );
+    let lines = ramp_lines(ramp("done", 5, 100.0));
+    assert_eq!(
+        lines[1],
+        "  done: write split = { ecs = 0, k8s = 100 } into the config file"
+    );
+    let mut held = ramp("pending", 0, 0.0);
+    held.source = "prometheus".into();
+    held.holding = Some("prometheus http://127.0.0.1:9090 unreachable: connection refused".into());
+    let lines = ramp_lines(held);
+    assert_eq!(
+        lines[2],
+        "  holding: prometheus http://127.0.0.1:9090 unreachable: connection refused"
+    );
+}
