@@ -254,6 +254,7 @@ def scenario_rows(knobs):
         ]
         + hwm,
         "accesslog": wrk64 + [("access log lines / requests (%)", "wrk64", "log_lines_pct", None)] + hwm,
+        "autopilot": wrk64 + [("share sent to pool b, sanity (%)", "proc", "split_b_pct", None)] + hwm,
         "close": [
             ("requests/s, new conn per request", "wrk64", "rps", "higher"),
             ("p50 latency (us)", "wrk64", "p50_us", "lower"),
@@ -305,6 +306,7 @@ def scenario_rows(knobs):
 DESCRIPTIONS = {
     "basic": "keep-alive clients, tiny bodies, 90/10 split, proxy on CPU 0, load+upstream on CPU 1",
     "accesslog": "as basic (wrk 64 conns) with the access log written to a file",
+    "autopilot": "as basic (wrk 64 conns) with the route's autopilot running, held at its 10 % step",
     "close": "a new TCP connection per request (wrk -H 'Connection: close')",
     "1mib": "1 MiB responses (/1m), wrk 16 conns",
     "2cpu": "proxy with 2 workers on CPUs 0,1; load generator UNPINNED and upstream on CPU 1, so they share CPUs with the proxy",

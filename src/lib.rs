@@ -8,6 +8,8 @@
 //! [`balance`] (pool and backend picks) ·
 //! [`health`] (warm-up, slow start, ejection; the registry that outlives reloads) ·
 //! [`discovery`] (backend names looked up again; a changed answer rebuilds the snapshot) ·
+//! [`autopilot`] (a route's ramp: its state machine, its windows, local or from the
+//! fleet's Prometheus, and the task that raises or rolls back the pool's share) ·
 //! [`server`] (listeners and client connections: PROXY protocol, TLS handshakes,
 //! cutover's own HTTP/1 server, hyper behind the framing guard, idle parking, HTTP/2
 //! limits, draining) · [`tls`] (certificates, the SNI pick, the rustls config) ·
@@ -63,6 +65,9 @@
 //! - what a reload does: [`reload`]; when the file counts as changed: `reload/watch.rs`
 //!   and the content hash in [`reload`]; what is kept across one: [`health::Registry`]
 //!   (a kept backend takes its pool's new settings in [`routing::Snapshot::build`]).
+//! - how a ramp advances or rolls back: `autopilot/machine.rs` (pure, unit-tested);
+//!   what it reads: `autopilot/local.rs` and `autopilot/prometheus.rs`; where its share
+//!   enters the pool pick: [`routing`]'s `effective_split`.
 //! - start-up and shutdown order: [`app`].
 
 #![forbid(unsafe_code)]

@@ -207,8 +207,14 @@ async fn rolled_back_when_bad(autopilot_extra: &str, check: &str, spoil: impl Fn
         .await
         .expect("run cutover status");
     let table = String::from_utf8_lossy(&out.stdout);
-    assert!(table.contains("autopilot rolled_back  step 2/3  k8s at 0%"), "{table}");
-    assert!(table.contains(&format!("  rolled back: {check}:")), "{table}");
+    assert!(
+        table.contains("autopilot rolled_back  step 2/3  k8s at 0%"),
+        "{table}"
+    );
+    assert!(
+        table.contains(&format!("  rolled back: {check}:")),
+        "{table}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

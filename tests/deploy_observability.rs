@@ -536,6 +536,8 @@ impl Expected {
                 r,
             ),
             "CutoverConfigReloadFailed" => only(&[("instance", self.b.as_str())]),
+            // No route of this scene has an autopilot; cutover_test.yml has it firing.
+            "CutoverAutopilotRolledBack" => check(r.is_empty(), "nothing", r),
             // b is behind a's reload by seconds, not the 5 minutes allowed for a
             // ConfigMap to reach every pod; cutover_test.yml has it firing.
             "CutoverConfigGenerationBehind" => check(r.is_empty(), "nothing", r),
