@@ -2,7 +2,7 @@
 //! traffic, as the [`crate::status::Status`] document.
 
 use std::collections::BTreeMap;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use crate::autopilot::Report;
 use crate::config::Source;
@@ -72,12 +72,12 @@ fn route(r: &Route, now: Instant) -> (status::Route, Vec<(String, Stats)>) {
         split,
         effective_split,
         traffic,
-        autopilot: r.pilot().map(|p| autopilot(r, &p.report(now), now)),
+        autopilot: r.pilot().map(|p| autopilot(r, &p.report(now))),
     };
     (doc, by_pool)
 }
 
-fn autopilot(r: &Route, ap: &Report, now: Instant) -> status::Autopilot {
+fn autopilot(r: &Route, ap: &Report) -> status::Autopilot {
     let share = ap.share.map_or_else(
         || {
             let total: u32 = r.split.iter().map(|(_, w)| w).sum();
@@ -90,12 +90,11 @@ fn autopilot(r: &Route, ap: &Report, now: Instant) -> status::Autopilot {
         },
         f64::from,
     );
-    let since = SystemTime::now() - now.saturating_duration_since(ap.since);
     status::Autopilot {
         state: ap.state.to_owned(),
         step: ap.step as u32,
         share: metrics::tidy(share),
-        since: humantime::format_rfc3339_seconds(since).to_string(),
+        since: humantime::format_rfc3339_seconds(ap.since).to_string(),
         reason: ap.reason.clone(),
         checks: ap
             .checks

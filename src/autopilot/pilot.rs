@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::local::Window;
 use super::machine::{self, Check, Event, Phase, State};
@@ -27,6 +27,9 @@ const FLEET_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 pub(crate) struct Pilot {
     route: String,
+    /// One moment on both clocks, to show the state's `since` (an `Instant`) as a wall
+    /// time that does not drift from one look to the next.
+    born: (Instant, SystemTime),
     /// The pool's share in percent, or [`FILE_SPLIT`]. Written by the evaluation, read
     /// by every request of the route: the one thing the request path touches.
     share: AtomicU32,
@@ -69,7 +72,7 @@ pub(crate) struct Report {
     pub step: usize,
     /// The pool's percent now; `None`: the file's split.
     pub share: Option<u32>,
-    pub since: Instant,
+    pub since: SystemTime,
     pub reason: Option<String>,
     pub checks: Vec<Check>,
     pub holding: Option<String>,
@@ -97,6 +100,7 @@ impl Pilot {
         let rollbacks = before.map_or([0; 3], |b| lock(&b.inner).rollbacks);
         Arc::new(Pilot {
             route: route.to_owned(),
+            born: (now, SystemTime::now()),
             share: AtomicU32::new(FILE_SPLIT),
             inner: Mutex::new(Inner {
                 cfg: cfg.clone(),
@@ -291,7 +295,7 @@ impl Pilot {
             state: s.name(),
             step: s.step(&inner.cfg),
             share: s.share(&inner.cfg),
-            since: s.since,
+            since: self.wall(s.since),
             reason: match &s.phase {
                 Phase::RolledBack { reason, .. } => Some(reason.clone()),
                 _ => None,
@@ -303,6 +307,17 @@ impl Pilot {
             queries,
             rollbacks: inner.rollbacks,
         }
+    }
+}
+
+impl Pilot {
+    fn wall(&self, at: Instant) -> SystemTime {
+        let (instant, wall) = self.born;
+        match at.checked_duration_since(instant) {
+            Some(after) => wall.checked_add(after),
+            None => wall.checked_sub(instant.saturating_duration_since(at)),
+        }
+        .unwrap_or(wall)
     }
 }
 
