@@ -57,7 +57,9 @@ fn tour_until(p: &Process, until: &str, within: Duration) -> Vec<String> {
 }
 
 /// Ctrl-C, as the reader stops it: the demo exits 0, its traffic and upstreams with it.
+/// Then its config directory goes too (the demo leaves it for the reader).
 async fn interrupt(mut p: Process) {
+    let dir = std::env::temp_dir().join(format!("cutover-demo-{}", p.pid()));
     p.signal("INT");
     let status = tokio::task::spawn_blocking(move || {
         let end = Instant::now() + Duration::from_secs(10);
@@ -74,6 +76,7 @@ async fn interrupt(mut p: Process) {
     })
     .await
     .expect("join");
+    let _ = std::fs::remove_dir_all(dir);
     assert_eq!(status.code(), Some(0));
 }
 
