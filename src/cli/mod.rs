@@ -47,7 +47,12 @@ enum Command {
     Check,
     /// A self-contained tour: two built-in upstreams, the proxy on 127.0.0.1:8080,
     /// admin on 127.0.0.1:9900.
-    Demo,
+    Demo {
+        /// Tour autopilot instead: the demo sends its own traffic, the route's ramp
+        /// raises k8s step by step, k8s turns slow halfway and the ramp rolls back.
+        #[arg(long)]
+        autopilot: bool,
+    },
     /// Print a running cutover's live state as a table: per route its split, per pool
     /// and backend the state, weights, requests/s, error rate and latency.
     Status {
@@ -109,7 +114,7 @@ pub fn main() -> ExitCode {
                 _ => Report::Plain,
             },
         ),
-        Command::Demo => demo::run(),
+        Command::Demo { autopilot } => demo::run(autopilot),
         Command::Status { admin, json, watch } => status::run(&status::Ask { admin, json, watch }),
         Command::Shift { route, weights } => shift::run(&cli.config, &route, &weights),
         Command::Import(Import::Nginx { file, out }) => import::nginx(&file, out.as_ref()),

@@ -33,9 +33,17 @@ fn lines(r: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
 impl Process {
     /// Starts `cutover run -c path`; the config should listen on port 0.
     pub fn start(path: &Path) -> Process {
-        let mut child = Command::new(BIN)
-            .args(["run", "-c"])
-            .arg(path)
+        Process::spawn(Command::new(BIN).args(["run", "-c"]).arg(path))
+    }
+
+    /// Starts `cutover demo ARGS...`, on the demo's fixed ports.
+    pub fn demo(args: &[&str]) -> Process {
+        Process::spawn(Command::new(BIN).arg("demo").args(args))
+    }
+
+    /// Spawns `cmd` with JSON logs and waits for the listeners it logs.
+    fn spawn(cmd: &mut Command) -> Process {
+        let mut child = cmd
             .args(["--log-format", "json"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -44,10 +52,17 @@ impl Process {
         let rx = lines(child.stderr.take().expect("stderr"));
         let stdout = lines(child.stdout.take().expect("stdout"));
         let (mut addr, mut admin) = (None, None);
+        // What it said before listening: why, when it never does.
+        let mut said = Vec::new();
         while addr.is_none() || admin.is_none() {
             let line = rx
                 .recv_timeout(Duration::from_secs(20))
-                .expect("cutover logs its listeners");
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "cutover logs its listeners ({e}); it said:\n{}",
+                        said.join("\n")
+                    )
+                });
             let field = |l: &str| -> Option<SocketAddr> {
                 let at = l.find("\"addr\":\"")? + 8;
                 l[at..].split('"').next()?.parse().ok()
@@ -57,6 +72,7 @@ impl Process {
             } else if line.contains("admin listening") {
                 admin = field(&line);
             }
+            said.push(line);
         }
         Process {
             child,
