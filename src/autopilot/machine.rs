@@ -234,19 +234,17 @@ fn checks(cfg: &Autopilot, state: &State, m: &Measurements, judge: f64) -> Vec<C
 fn reason(cfg: &Autopilot, c: &Check, at: usize) -> String {
     let value = c.value.unwrap_or(f64::NAN);
     let share = cfg.steps.get(at).copied().unwrap_or(0);
+    let p = percentile(cfg.quantile);
     let (shown, limit) = match c.name {
-        "latency" => (
-            format!("p{} latency {}", percentile(cfg.quantile), seconds(value)),
-            seconds(c.limit),
-        ),
+        "latency" => (format!("p{p} {}", seconds(value)), seconds(c.limit)),
         "latency_ratio" => (
-            format!("p{} latency ratio {value:.2}", percentile(cfg.quantile)),
+            format!("p{p} {value:.2} x {}", cfg.baseline),
             format!("{}", c.limit),
         ),
-        _ => (format!("error ratio {value:.4}"), format!("{}", c.limit)),
+        _ => (format!("{value:.4}"), format!("{}", c.limit)),
     };
     format!(
-        "{}: {shown} above its limit {limit} at step {} ({share}%)",
+        "{}: {shown} above limit {limit} at step {} ({share}%)",
         c.name,
         at + 1
     )

@@ -152,7 +152,7 @@ fn any_failing_check_rolls_back_at_once_with_its_reason() {
     assert_eq!(*at, 1);
     assert_eq!(
         reason,
-        "error_ratio: error ratio 0.0500 above its limit 0.01 at step 2 (50%)"
+        "error_ratio: 0.0500 above limit 0.01 at step 2 (50%)"
     );
     assert_eq!(e.state.share(&c), None, "the file's split again");
     assert_eq!((e.state.step(&c), e.state.name()), (2, "rolled_back"));
@@ -173,7 +173,7 @@ fn any_failing_check_rolls_back_at_once_with_its_reason() {
         e.state.phase,
         Phase::RolledBack {
             at: 0,
-            reason: "latency_ratio: p99 latency ratio 2.00 above its limit 1.5 at step 1 (10%)"
+            reason: "latency_ratio: p99 2.00 x ecs above limit 1.5 at step 1 (10%)"
                 .into()
         }
     );
@@ -192,7 +192,7 @@ fn any_failing_check_rolls_back_at_once_with_its_reason() {
     );
     assert!(matches!(
         &e.state.phase,
-        Phase::RolledBack { reason, .. } if reason == "latency: p99 latency 1.20s above its limit 1s at step 1 (10%)"
+        Phase::RolledBack { reason, .. } if reason == "latency: p99 1.20s above limit 1s at step 1 (10%)"
     ));
 }
 

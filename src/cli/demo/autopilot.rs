@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::Request;
@@ -226,7 +226,8 @@ struct Tour {
 #[derive(Debug, Clone, Copy)]
 enum Fault {
     Waiting,
-    Slow(Instant),
+    /// Since this wall time: the ramp's `since` is one too.
+    Slow(SystemTime),
     Over,
 }
 
@@ -289,7 +290,7 @@ impl Tour {
                 out += &format!("{at}step {} of {n}: {pool} at {share} %\n", r.step);
                 if share >= SLOW_AT && matches!(self.fault, Fault::Waiting) {
                     self.lag.set(SLOW);
-                    self.fault = Fault::Slow(now);
+                    self.fault = Fault::Slow(SystemTime::now());
                     let ms = SLOW.as_millis();
                     out += &format!("{at}the demo makes {pool} slow: {ms} ms an answer\n");
                 }
@@ -318,7 +319,11 @@ impl Tour {
             Fault::Slow(slowed) => {
                 self.lag.set(Duration::ZERO);
                 self.fault = Fault::Over;
-                let after = r.since.saturating_duration_since(slowed).as_secs_f64();
+                let after = r
+                    .since
+                    .duration_since(slowed)
+                    .unwrap_or_default()
+                    .as_secs_f64();
                 format!(
                     "{at}rolled back after {after:.1}s: {reason}\
                      \n         back to the file's split, {split}; the demo makes {pool} fast again\n"

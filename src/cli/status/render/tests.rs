@@ -278,7 +278,7 @@ fn a_running_ramp_says_its_step_and_what_the_next_gate_waits_for() {
 #[test]
 fn a_rolled_back_ramp_says_why_and_a_done_one_what_to_write() {
     let mut back = ramp("rolled_back", 3, 0.0);
-    back.reason = Some("latency: p99 latency 480ms above its limit 200ms at step 3 (50%)".into());
+    back.reason = Some("latency: p99 480ms above limit 200ms at step 3 (50%)".into());
     let lines = ramp_lines(back);
     assert!(
         lines[0].starts_with("autopilot rolled_back  step 3/5  k8s at 0%"),
@@ -287,7 +287,7 @@ fn a_rolled_back_ramp_says_why_and_a_done_one_what_to_write() {
     assert_eq!(
         lines[1..],
         [
-            "  rolled back: latency: p99 latency 480ms above its limit 200ms at step 3 (50%)",
+            "  rolled back: latency: p99 480ms above limit 200ms at step 3 (50%)",
             "  the file's split applies again; change run to start over"
         ]
     );
