@@ -60,8 +60,9 @@ struct Inner {
 pub(crate) struct Ask {
     endpoint: Endpoint,
     queries: Queries,
-    /// Pending: ask first where the fleet's ramp of this run is.
-    joining: Option<i64>,
+    /// Pending or running: ask first where the fleet's ramp of this run is, to join it
+    /// or keep up with it.
+    fleet_run: Option<i64>,
 }
 
 /// A ramp as `/status` and `/metrics` show it.
@@ -172,14 +173,15 @@ impl Pilot {
         Some(Ask {
             endpoint,
             queries: queries(&self.route, &inner.cfg, &inner.state, now),
-            joining: (inner.state.phase == Phase::Pending).then_some(inner.cfg.run),
+            fleet_run: matches!(inner.state.phase, Phase::Pending | Phase::Step(_))
+                .then_some(inner.cfg.run),
         })
     }
 
     /// Asks the fleet's Prometheus, then evaluates the ramp on its answer (holding
     /// when it has none).
     pub(crate) async fn evaluate_fleet(&self, ask: Ask) {
-        let joined = match ask.joining {
+        let joined = match ask.fleet_run {
             Some(run) => {
                 Some(prometheus::fleet(&ask.endpoint, &self.route, run, FLEET_TIMEOUT).await)
             }
@@ -194,6 +196,7 @@ impl Pilot {
             Some(Ok(fleet)) if inner.state.phase == Phase::Pending => {
                 self.join(&mut inner, fleet, now);
             }
+            Some(Ok(fleet)) => self.keep_up(&mut inner, fleet, now),
             Some(Err(e)) => {
                 self.hold(&mut inner, e);
                 return;
@@ -232,6 +235,34 @@ impl Pilot {
             tracing::info!(route, step, "autopilot joins the fleet's ramp");
             inner.state = State::resumed(&inner.cfg, step, now);
         }
+        inner.step_requests = 0.0;
+    }
+
+    /// A running ramp behind the fleet's step moves up to it. Its hold began later than
+    /// the fleet's (it joined later, or its evaluations fall later in the second), so
+    /// it would otherwise stay behind by that much at every step: up to a whole hold
+    /// for an instance restarted mid-step. The instance that advanced saw the same
+    /// checks pass. Not while an instance of the run is rolled back: this one's own
+    /// checks judge that, now.
+    fn keep_up(&self, inner: &mut Inner, fleet: Fleet, now: Instant) {
+        let Phase::Step(i) = inner.state.phase else {
+            return;
+        };
+        let step = fleet.step.unwrap_or(0) as usize;
+        if fleet.rolled_back || step <= i + 1 {
+            return;
+        }
+        tracing::info!(
+            route = self.route,
+            step,
+            "autopilot keeps up with the fleet's ramp"
+        );
+        inner.state = State {
+            baseline_latency: inner.state.baseline_latency,
+            ..State::resumed(&inner.cfg, step, now)
+        };
+        let share = inner.state.share(&inner.cfg).unwrap_or(FILE_SPLIT);
+        self.share.store(share, Ordering::Relaxed);
         inner.step_requests = 0.0;
     }
 

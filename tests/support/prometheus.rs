@@ -42,8 +42,18 @@ impl Prometheus {
     /// A Prometheus scraping every one of `targets` as instances of the job `cutover`,
     /// and evaluating the rules of `rule_files` (absolute paths) every second.
     pub fn start_with(bin: &Path, targets: &[SocketAddr], rule_files: &[PathBuf]) -> Prometheus {
+        Prometheus::start_at(bin, free_port(), targets, rule_files)
+    }
+
+    /// [`Prometheus::start_with`] listening on `addr` (from [`free_port`]): for
+    /// configs that must name Prometheus before it starts.
+    pub fn start_at(
+        bin: &Path,
+        addr: SocketAddr,
+        targets: &[SocketAddr],
+        rule_files: &[PathBuf],
+    ) -> Prometheus {
         let dir = tempdir::Dir::new();
-        let addr = free_port();
         let config = dir.path.join("prometheus.yml");
         let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
         let mut yml = format!(
