@@ -5,9 +5,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+mod fleet;
+
 use super::local::Window;
 use super::machine::{self, Check, Event, Phase, State};
-use super::prometheus::{self, Endpoint, Fleet, Queries};
+use super::prometheus;
 use super::Measurements;
 use crate::config::{Autopilot, Source};
 use crate::routing::Route;
@@ -53,16 +55,6 @@ struct Inner {
     /// A fleet evaluation is running, and when the last began.
     asking: bool,
     asked: Option<Instant>,
-}
-
-/// A fleet evaluation's question, taken under the lock and asked without it.
-#[derive(Debug)]
-pub(crate) struct Ask {
-    endpoint: Endpoint,
-    queries: Queries,
-    /// Pending or running: ask first where the fleet's ramp of this run is, to join it
-    /// or keep up with it.
-    fleet_run: Option<i64>,
 }
 
 /// A ramp as `/status` and `/metrics` show it.
@@ -148,131 +140,6 @@ impl Pilot {
         self.apply(&mut inner, Ok(&m), now);
     }
 
-    /// The fleet evaluation's question when one is due at `now` and none is running.
-    pub(crate) fn fleet_due(&self, now: Instant, every: Duration) -> Option<Ask> {
-        let mut inner = lock(&self.inner);
-        let Source::Prometheus(url) = &inner.cfg.source else {
-            return None;
-        };
-        let due = inner
-            .asked
-            .is_none_or(|at| now.saturating_duration_since(at) >= every);
-        if inner.asking || !due {
-            return None;
-        }
-        let endpoint = match Endpoint::parse(url) {
-            Ok(e) => e,
-            Err(e) => {
-                // Validation refuses such a file; kept for the type's sake.
-                inner.holding = Some(e);
-                return None;
-            }
-        };
-        inner.asking = true;
-        inner.asked = Some(now);
-        Some(Ask {
-            endpoint,
-            queries: queries(&self.route, &inner.cfg, &inner.state, now),
-            fleet_run: matches!(inner.state.phase, Phase::Pending | Phase::Step(_))
-                .then_some(inner.cfg.run),
-        })
-    }
-
-    /// Asks the fleet's Prometheus, then evaluates the ramp on its answer (holding
-    /// when it has none).
-    pub(crate) async fn evaluate_fleet(&self, ask: Ask) {
-        let joined = match ask.fleet_run {
-            Some(run) => {
-                Some(prometheus::fleet(&ask.endpoint, &self.route, run, FLEET_TIMEOUT).await)
-            }
-            None => None,
-        };
-        let measured = prometheus::measure(&ask.endpoint, &ask.queries, FLEET_TIMEOUT).await;
-        let now = Instant::now();
-        let mut inner = lock(&self.inner);
-        inner.asking = false;
-        match joined {
-            // A reload may have started the ramp over while the question was out.
-            Some(Ok(fleet)) if inner.state.phase == Phase::Pending => {
-                self.join(&mut inner, fleet, now);
-            }
-            Some(Ok(fleet)) => self.keep_up(&mut inner, fleet, now),
-            Some(Err(e)) => {
-                self.hold(&mut inner, e);
-                return;
-            }
-            _ => {}
-        }
-        match measured {
-            Ok(m) => {
-                inner.step_requests = m.step_requests;
-                self.apply(&mut inner, Ok(&m), now);
-            }
-            Err(e) => self.hold(&mut inner, e),
-        }
-    }
-
-    /// Takes up the fleet's ramp where it is: rolled back when an instance of this run
-    /// is, else at the fleet's step, else from the first step (`None`, or 0: pending).
-    fn join(&self, inner: &mut Inner, fleet: Fleet, now: Instant) {
-        let route = self.route.as_str();
-        let step = fleet.step.unwrap_or(0) as usize;
-        if fleet.rolled_back {
-            let at = step.clamp(1, inner.cfg.steps.len()) - 1;
-            let reason = format!(
-                "the fleet rolled back run {} at step {}; change run to start over",
-                inner.cfg.run,
-                at + 1
-            );
-            tracing::warn!(route, %reason, "autopilot joins the fleet rolled back");
-            inner.state = State {
-                phase: Phase::RolledBack { at, reason },
-                since: now,
-                baseline_latency: None,
-            };
-            self.share.store(FILE_SPLIT, Ordering::Relaxed);
-        } else if step > 0 {
-            tracing::info!(route, step, "autopilot joins the fleet's ramp");
-            inner.state = State::resumed(&inner.cfg, step, now);
-        }
-        inner.step_requests = 0.0;
-    }
-
-    /// A running ramp behind the fleet's step moves up to it. Its hold began later than
-    /// the fleet's (it joined later, or its evaluations fall later in the second), so
-    /// it would otherwise stay behind by that much at every step: up to a whole hold
-    /// for an instance restarted mid-step. The instance that advanced saw the same
-    /// checks pass. Not while an instance of the run is rolled back: this one's own
-    /// checks judge that, now.
-    fn keep_up(&self, inner: &mut Inner, fleet: Fleet, now: Instant) {
-        let Phase::Step(i) = inner.state.phase else {
-            return;
-        };
-        let step = fleet.step.unwrap_or(0) as usize;
-        if fleet.rolled_back || step <= i + 1 {
-            return;
-        }
-        tracing::info!(
-            route = self.route,
-            step,
-            "autopilot keeps up with the fleet's ramp"
-        );
-        inner.state = State {
-            baseline_latency: inner.state.baseline_latency,
-            ..State::resumed(&inner.cfg, step, now)
-        };
-        let share = inner.state.share(&inner.cfg).unwrap_or(FILE_SPLIT);
-        self.share.store(share, Ordering::Relaxed);
-        inner.step_requests = 0.0;
-    }
-
-    fn hold(&self, inner: &mut Inner, why: String) {
-        if inner.holding.is_none() {
-            tracing::warn!(route = self.route, error = %why, "autopilot holds its step: no numbers to judge by");
-        }
-        inner.holding = Some(why);
-    }
-
     /// Evaluates the ramp on `measured` and puts the result in force.
     fn apply(&self, inner: &mut Inner, measured: Result<&Measurements, &str>, now: Instant) {
         if measured.is_ok() && inner.holding.take().is_some() {
@@ -315,7 +182,9 @@ impl Pilot {
         let s = &inner.state;
         let queries = match &inner.cfg.source {
             Source::Prometheus(_) => {
-                let mut shown = queries(&self.route, &inner.cfg, s, now).shown().to_vec();
+                let mut shown = fleet::queries(&self.route, &inner.cfg, s, now)
+                    .shown()
+                    .to_vec();
                 shown.push(("step", prometheus::step_query(&self.route, inner.cfg.run)));
                 shown
             }
@@ -352,85 +221,5 @@ impl Pilot {
     }
 }
 
-/// The fleet's queries for a ramp in `state` at `now`.
-fn queries(route: &str, cfg: &Autopilot, state: &State, now: Instant) -> Queries {
-    Queries::new(
-        route,
-        &cfg.pool,
-        &cfg.baseline,
-        cfg.window,
-        cfg.quantile,
-        now.saturating_duration_since(state.since),
-    )
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn cfg() -> Autopilot {
-        Autopilot {
-            run: 1,
-            pool: "k8s".into(),
-            baseline: "ecs".into(),
-            steps: vec![10, 100],
-            hold: Duration::from_secs(1),
-            min_requests: 1,
-            window: Duration::from_secs(1),
-            max_error_ratio: 0.01,
-            max_latency_ratio: 1.5,
-            max_latency: None,
-            quantile: 0.99,
-            source: Source::Local,
-        }
-    }
-
-    /// A pilot rolled back by `n` error_ratio failures.
-    fn rolled_back(n: u64) -> Arc<Pilot> {
-        let p = Pilot::carry("r", &cfg(), None);
-        let mut inner = lock(&p.inner);
-        inner.state.phase = Phase::RolledBack {
-            at: 0,
-            reason: "x".into(),
-        };
-        inner.rollbacks[0] = n;
-        drop(inner);
-        p
-    }
-
-    #[test]
-    fn a_reload_of_the_same_ramp_keeps_it_and_takes_its_new_limits() {
-        let before = rolled_back(1);
-        let looser = Autopilot {
-            max_error_ratio: 0.5,
-            hold: Duration::from_secs(60),
-            ..cfg()
-        };
-        let after = Pilot::carry("r", &looser, Some(&before));
-        assert!(Arc::ptr_eq(&before, &after));
-        let report = after.report(Instant::now());
-        assert_eq!(report.state, "rolled_back", "a rollback outlives a reload");
-        assert_eq!(report.cfg.max_error_ratio, 0.5);
-    }
-
-    #[test]
-    fn a_new_run_starts_over_and_keeps_counting_rollbacks() {
-        let before = rolled_back(2);
-        let again = Autopilot { run: 2, ..cfg() };
-        let after = Pilot::carry("r", &again, Some(&before));
-        assert!(!Arc::ptr_eq(&before, &after));
-        let report = after.report(Instant::now());
-        assert_eq!((report.state, report.step), ("pending", 0));
-        assert_eq!(report.rollbacks, [2, 0, 0]);
-        assert_eq!(after.share(), None);
-        // Other steps are another ramp too.
-        let steps = Autopilot {
-            steps: vec![50, 100],
-            ..cfg()
-        };
-        assert!(!Arc::ptr_eq(
-            &before,
-            &Pilot::carry("r", &steps, Some(&before))
-        ));
-    }
-}
+mod tests;

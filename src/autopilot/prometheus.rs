@@ -8,19 +8,13 @@ use std::fmt;
 use std::future::Future;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::header::{ACCEPT, HOST};
-use http::{Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Empty, LengthLimitError, Limited};
-use hyper_util::rt::TokioIo;
-use serde::Deserialize;
-use tokio::net::TcpStream;
+use http::Uri;
+
+mod client;
+
+use client::instant;
 
 use super::{Measurements, Side};
-
-/// An answer to one of these queries is a few hundred bytes; a URL that points at
-/// something else must not be read into memory whole.
-const MAX_BODY: usize = 1 << 20;
 
 // === impl Endpoint ===
 
@@ -143,7 +137,11 @@ impl Queries {
     pub(crate) fn shown(&self) -> [(&'static str, String); 3] {
         let p = &self.pool;
         [
-            ("error_ratio", format!("{} / {}", p.errors, p.requests)),
+            // A pool without a 5xx has no such series: 0, not "no data", when pasted.
+            (
+                "error_ratio",
+                format!("({} or vector(0)) / {}", p.errors, p.requests),
+            ),
             (
                 "latency_ratio",
                 format!("{} / {}", p.latency, self.baseline.latency),
@@ -309,143 +307,6 @@ async fn count(endpoint: &Endpoint, query: &str) -> Result<f64, String> {
         None => Ok(0.0),
         Some(v) if v.is_finite() => Ok(v),
         Some(v) => Err(format!("prometheus {endpoint} answered {v} to {query}")),
-    }
-}
-
-/// One instant query: its single sample, or None for an empty vector.
-async fn instant(endpoint: &Endpoint, query: &str) -> Result<Option<f64>, String> {
-    let (status, body) = get(endpoint, query).await?;
-    let answer = serde_json::from_slice::<Answer>(&body);
-    if !status.is_success() {
-        // Prometheus explains a refusal (400 bad_data, 422, 503) in the same JSON shape.
-        let why = answer.ok().and_then(Answer::refusal);
-        let why = why.map(|w| format!(": {w}")).unwrap_or_default();
-        return Err(format!("prometheus {endpoint} answered {status}{why}"));
-    }
-    let answer = answer
-        .map_err(|e| format!("prometheus {endpoint} answered something else than its API: {e}"))?;
-    sample(answer).map_err(|why| format!("prometheus {endpoint} {why}"))
-}
-
-/// GET, not POST: each query is a few hundred bytes, far below any URL limit, and a
-/// GET is what read-only proxies in front of Prometheus let through and log in full.
-async fn get(endpoint: &Endpoint, query: &str) -> Result<(StatusCode, Bytes), String> {
-    let unreachable = |why: String| format!("prometheus {endpoint} unreachable: {why}");
-    let stream = TcpStream::connect((endpoint.host.as_str(), endpoint.port))
-        .await
-        .map_err(|e| unreachable(io_reason(&e)))?;
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| unreachable(e.to_string()))?;
-    let target = format!("{}?query={}", endpoint.query_path, percent_encode(query));
-    let req = Request::get(target)
-        .header(HOST, &endpoint.authority)
-        .header(ACCEPT, "application/json")
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| unreachable(e.to_string()))?;
-    let exchange = async move {
-        let resp = send
-            .send_request(req)
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        let status = resp.status();
-        match Limited::new(resp.into_body(), MAX_BODY).collect().await {
-            Ok(body) => Ok((status, body.to_bytes())),
-            Err(e) if e.is::<LengthLimitError>() => Err(format!(
-                "prometheus {endpoint} answered more than {} KiB: not its query API",
-                MAX_BODY >> 10
-            )),
-            Err(e) => Err(format!("prometheus {endpoint} broke off its answer: {e}")),
-        }
-        // `send` drops here, which lets the connection below finish.
-    };
-    // The connection is driven here rather than spawned, so the timeout that drops
-    // this future closes the socket too: no task outlives an evaluation.
-    let (result, _closed) = tokio::join!(exchange, conn);
-    result
-}
-
-/// The query value of a URL: everything but RFC 3986's unreserved characters as
-/// `%XX` (a `+` left as is would reach Prometheus as a space).
-fn percent_encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len() * 3);
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// An I/O error in a few words, without the OS's error number.
-fn io_reason(e: &std::io::Error) -> String {
-    use std::io::ErrorKind;
-    match e.kind() {
-        ErrorKind::ConnectionRefused => "connection refused".to_owned(),
-        ErrorKind::TimedOut => "timed out".to_owned(),
-        ErrorKind::HostUnreachable => "host unreachable".to_owned(),
-        ErrorKind::NetworkUnreachable => "network unreachable".to_owned(),
-        _ => e.to_string(),
-    }
-}
-
-// === the answer ===
-
-/// `/api/v1/query`'s envelope (<https://prometheus.io/docs/prometheus/latest/querying/api/>).
-#[derive(Debug, Deserialize)]
-struct Answer {
-    status: String,
-    data: Option<Data>,
-    #[serde(rename = "errorType")]
-    error_type: Option<String>,
-    error: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Data {
-    #[serde(rename = "resultType")]
-    result_type: String,
-    /// Its shape depends on `resultType`, so it is read once that is known.
-    result: serde_json::Value,
-}
-
-impl Answer {
-    /// Prometheus's own words for an error: `bad_data: parse error at char 4`.
-    fn refusal(self) -> Option<String> {
-        let kind = self.error_type.unwrap_or(self.status);
-        self.error.map(|e| format!("{kind}: {e}"))
-    }
-}
-
-/// One series of a vector: `{"metric": {...}, "value": [time, "1.5"]}`.
-#[derive(Debug, Deserialize)]
-struct Series {
-    value: (serde_json::Value, String),
-}
-
-/// The one sample of an instant vector, None when it is empty. Values are strings
-/// because JSON has no NaN or ±Inf, which Prometheus writes as `"NaN"`, `"+Inf"`.
-fn sample(answer: Answer) -> Result<Option<f64>, String> {
-    if answer.status != "success" {
-        let why = answer.refusal().unwrap_or_default();
-        return Err(format!("refused the query: {why}"));
-    }
-    let Some(data) = answer.data else {
-        return Err("answered success without data".to_owned());
-    };
-    if data.result_type != "vector" {
-        return Err(format!("answered a {}, not a vector", data.result_type));
-    }
-    let series: Vec<Series> = serde_json::from_value(data.result)
-        .map_err(|e| format!("answered a vector it could not be read: {e}"))?;
-    // Each query aggregates to at most one series; more means it is not what was run.
-    match series.as_slice() {
-        [] => Ok(None),
-        [one] => (one.value.1.parse::<f64>().map(Some))
-            .map_err(|_| format!("answered the value {:?}, not a number", one.value.1)),
-        more => Err(format!("answered {} series, not one", more.len())),
     }
 }
 

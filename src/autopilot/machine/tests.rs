@@ -173,8 +173,7 @@ fn any_failing_check_rolls_back_at_once_with_its_reason() {
         e.state.phase,
         Phase::RolledBack {
             at: 0,
-            reason: "latency_ratio: p99 2.00 x ecs above limit 1.5 at step 1 (10%)"
-                .into()
+            reason: "latency_ratio: p99 2.00 x ecs above limit 1.5 at step 1 (10%)".into()
         }
     );
 

@@ -5,6 +5,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+use super::client::{percent_encode, sample, MAX_BODY};
 use super::*;
 
 // === Endpoint ===
@@ -108,7 +109,7 @@ fn queries_of_the_readme_example() {
     assert_eq!(names, ["error_ratio", "latency_ratio", "latency"]);
     assert_eq!(
         shown[0].1,
-        format!("{} / {}", q.pool.errors, q.pool.requests)
+        format!("({} or vector(0)) / {}", q.pool.errors, q.pool.requests)
     );
     assert_eq!(
         shown[1].1,
