@@ -403,3 +403,50 @@ async fn without_prometheus_the_fleet_holds_its_step_and_says_so() {
     let holding = aps[0].holding.clone().unwrap_or_default();
     assert!(holding.contains("unreachable"), "{holding}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_run_starts_the_fleet_over_at_the_first_step() {
+    // Narrowed to the harness's scrape job, as a Prometheus shared by fleets needs.
+    let ramp = "steps = [10, 20, 30, 40, 50]\nprometheus_selector = 'job=\"cutover\"'";
+    let fleet = Fleet::start(HOLD, ramp).await;
+    let traffic = Traffic::start(&fleet.addrs());
+    fleet
+        .until(
+            "the fleet at step 3",
+            |_| {},
+            |aps| aps.iter().all(|a| a.step >= 3),
+        )
+        .await;
+    let again = fleet.text.replace("run = 1", "run = 2");
+    for p in &fleet.proxies {
+        p.reload(&again).await;
+    }
+    // Prometheus still has run 1's step 3 from every instance, from the last minute:
+    // the new run must not take it up. Within the first step's hold, at every look,
+    // no instance is past step 1.
+    let end = Instant::now() + HOLD - Duration::from_millis(500);
+    fleet
+        .until(
+            "the new run's first step's hold",
+            |aps| {
+                for ap in aps {
+                    assert!(ap.step <= 1, "run 2 took up run 1's step: {ap:#?}");
+                }
+            },
+            |_| Instant::now() >= end,
+        )
+        .await;
+    let aps = fleet
+        .until(
+            "both at step 1",
+            |_| {},
+            |aps| aps.iter().all(|a| a.step >= 1),
+        )
+        .await;
+    traffic.stop().await;
+    assert!(aps.iter().all(|a| a.state == "running"), "{aps:#?}");
+    assert!(
+        aps[0].queries["step"].contains(r#"job="cutover"} =="#),
+        "{aps:#?}"
+    );
+}

@@ -453,7 +453,10 @@ fn autopilot_defaults_are_the_documented_ones() {
     let source = fleet.routes[0].autopilot.as_ref().map(|a| a.source.clone());
     assert_eq!(
         source,
-        Some(config::Source::Prometheus("http://prometheus:9090".into()))
+        Some(config::Source::Prometheus {
+            url: "http://prometheus:9090".into(),
+            selector: None
+        })
     );
     // A URL with source = "local" is a warning: it would be read by nobody.
     let warned = config::parse(

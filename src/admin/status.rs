@@ -111,7 +111,7 @@ fn autopilot(r: &Route, ap: &Report) -> status::Autopilot {
         steps: ap.cfg.steps.clone(),
         source: match ap.cfg.source {
             Source::Local => "local",
-            Source::Prometheus(_) => "prometheus",
+            Source::Prometheus { .. } => "prometheus",
         }
         .to_owned(),
         hold_left_seconds: ap.hold_left.as_secs_f64().ceil(),

@@ -5,7 +5,7 @@
 //! Nothing here runs per request: [`Window::sample`] reads the counters a few times a
 //! second, as `/metrics` does when scraped.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -71,9 +71,10 @@ impl Window {
                 continue;
             };
             let members = pool.backends.members();
-            // A backend gone from the pool leaves with its counts: forget it too.
-            last.backends
-                .retain(|addr, _| members.iter().any(|m| m.backend.addr == *addr));
+            // A backend gone from the pool leaves with its counts: forget it too. (A
+            // set: a pool of thousands of pods must not cost a quadratic walk a tick.)
+            let present: HashSet<SocketAddr> = members.iter().map(|m| m.backend.addr).collect();
+            last.backends.retain(|addr, _| present.contains(addr));
             for m in members {
                 let now_buckets = m.backend.stats.totals().buckets;
                 let then = last.backends.insert(m.backend.addr, now_buckets);

@@ -6,10 +6,8 @@ use std::time::{Duration, Instant};
 use super::{Measurements, Side};
 use crate::config::Autopilot;
 
-/// Most requests a check needs in its window before it may pass. Fewer are allowed
-/// when `min_requests` is smaller: an operator who judges a step on 5 requests asked
-/// for that.
-const JUDGE_MAX: u64 = 10;
+/// The fewest requests a check judges on, however loose its limit.
+const JUDGE_MIN: f64 = 10.0;
 
 /// Latencies under this compare as this in the latency ratio: below it, a ratio
 /// between two fast pools measures the scheduler and the histogram's bucket edges, not
@@ -132,6 +130,11 @@ impl State {
         }
     }
 
+    /// This ramp rolled back at `steps[at]` for `reason`, at `now`.
+    pub(crate) fn rolled_back(&self, at: usize, reason: String, now: Instant) -> State {
+        self.at(Phase::RolledBack { at, reason }, now)
+    }
+
     fn at(&self, phase: Phase, now: Instant) -> State {
         State {
             phase,
@@ -157,11 +160,11 @@ pub(crate) fn evaluate(
             event: None,
         };
     };
-    let judge = cfg.min_requests.clamp(1, JUDGE_MAX) as f64;
-    if m.baseline.observations >= judge {
+    let judge = Judge::of(cfg);
+    if m.baseline.observations >= judge.latency {
         state.baseline_latency = m.baseline.latency.or(state.baseline_latency);
     }
-    let checks = checks(cfg, &state, m, judge);
+    let checks = checks(cfg, &state, m, &judge);
     let failed = checks.iter().find(|c| c.verdict == Verdict::Fail);
     let last = cfg.steps.len().saturating_sub(1);
     let (phase, event) = match (&state.phase, failed) {
@@ -201,29 +204,56 @@ fn rollback(cfg: &Autopilot, failed: &Check, at: usize) -> (Phase, Option<Event>
     (Phase::RolledBack { at, reason }, Some(event))
 }
 
-/// The checks over the window. Each waits until its pools have `judge` requests in it.
-fn checks(cfg: &Autopilot, state: &State, m: &Measurements, judge: f64) -> Vec<Check> {
+/// How many requests in the window each kind of check needs before it judges.
+///
+/// Enough that one request cannot decide alone: one 5xx in 10 is an error ratio of
+/// 0.1, but at a limit of 0.01 it takes 100 for one error to be within it; the p99 of
+/// 10 answers is their slowest. So a check waits for `1 / limit` requests (for a
+/// quantile `q`, `1 / (1 - q)`), at least [`JUDGE_MIN`], and never for more than
+/// `min_requests`: the operator's own word for how much a step is judged on.
+#[derive(Debug)]
+struct Judge {
+    errors: f64,
+    latency: f64,
+}
+
+impl Judge {
+    fn of(cfg: &Autopilot) -> Judge {
+        let most = (cfg.min_requests as f64).max(1.0);
+        let need = |per: f64| (1.0 / per).ceil().max(JUDGE_MIN).min(most);
+        Judge {
+            errors: need(cfg.max_error_ratio),
+            latency: need(1.0 - cfg.quantile),
+        }
+    }
+}
+
+/// The checks over the window. Each waits until its pools have the requests `judge`
+/// asks for in it.
+fn checks(cfg: &Autopilot, state: &State, m: &Measurements, judge: &Judge) -> Vec<Check> {
     let pool = &m.pool;
     let mut out = vec![Check::judged(
         "error_ratio",
-        (pool.requests >= judge).then(|| pool.errors / pool.requests),
+        (pool.requests >= judge.errors).then(|| pool.errors / pool.requests),
         cfg.max_error_ratio,
     )];
     let latency = |side: &Side| {
-        (side.observations >= judge)
+        (side.observations >= judge.latency)
             .then_some(side.latency)
             .flatten()
     };
-    let baseline = latency(&m.baseline).or_else(|| {
-        // With no traffic of its own at this share, the baseline's last measure stands.
-        (state.share(cfg) == Some(100))
-            .then_some(state.baseline_latency)
-            .flatten()
-    });
+    let full = state.share(cfg) == Some(100);
+    // With no traffic of its own at a full share, the baseline's last measure stands.
+    let baseline = latency(&m.baseline).or(state.baseline_latency.filter(|_| full));
     let ratio = latency(pool)
         .zip(baseline)
         .map(|(p, b)| p.max(RATIO_FLOOR) / b.max(RATIO_FLOOR));
-    out.push(Check::judged("latency_ratio", ratio, cfg.max_latency_ratio));
+    // At a full share with no baseline ever measured (an instance that joined its fleet
+    // there) there is nothing to compare with: no ratio check, rather than one that
+    // waits for ever.
+    if !(full && baseline.is_none()) {
+        out.push(Check::judged("latency_ratio", ratio, cfg.max_latency_ratio));
+    }
     if let Some(max) = cfg.max_latency {
         out.push(Check::judged("latency", latency(pool), max.as_secs_f64()));
     }

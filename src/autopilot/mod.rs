@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-pub(crate) use machine::STATES;
+pub(crate) use machine::{RATIO_FLOOR, STATES};
 pub(crate) use pilot::{Pilot, Report, CHECKS};
 pub(crate) use prometheus::Endpoint;
 

@@ -9,7 +9,7 @@ mod fleet;
 
 use super::local::Window;
 use super::machine::{self, Check, Event, Phase, State};
-use super::prometheus;
+use super::prometheus::{self, Scope};
 use super::Measurements;
 use crate::config::{Autopilot, Source};
 use crate::routing::Route;
@@ -119,7 +119,7 @@ impl Pilot {
     }
 
     pub(crate) fn is_fleet(&self) -> bool {
-        matches!(lock(&self.inner).cfg.source, Source::Prometheus(_))
+        matches!(lock(&self.inner).cfg.source, Source::Prometheus { .. })
     }
 
     /// Samples this instance's window and evaluates the ramp.
@@ -181,11 +181,12 @@ impl Pilot {
         let inner = lock(&self.inner);
         let s = &inner.state;
         let queries = match &inner.cfg.source {
-            Source::Prometheus(_) => {
-                let mut shown = fleet::queries(&self.route, &inner.cfg, s, now)
+            Source::Prometheus { selector, .. } => {
+                let scope = Scope::new(&self.route, inner.cfg.run, selector.as_deref());
+                let mut shown = fleet::queries(&scope, &inner.cfg, s, now, false)
                     .shown()
                     .to_vec();
-                shown.push(("step", prometheus::step_query(&self.route, inner.cfg.run)));
+                shown.push(("step", prometheus::step_query(&scope)));
                 shown
             }
             Source::Local => Vec::new(),

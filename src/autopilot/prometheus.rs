@@ -92,6 +92,30 @@ impl fmt::Display for Endpoint {
     }
 }
 
+// === impl Scope ===
+
+/// Which series are this ramp's: its route's, of its `run`, narrowed by the operator's
+/// own label matchers where one Prometheus scrapes several fleets (staging and
+/// production with the same route names must not judge, or follow, each other).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Scope {
+    /// Escaped, as it goes inside a string.
+    route: String,
+    run: i64,
+    /// `` or `,MATCHERS`: what follows the other matchers of every selector.
+    more: String,
+}
+
+impl Scope {
+    pub(crate) fn new(route: &str, run: i64, selector: Option<&str>) -> Scope {
+        Scope {
+            route: escape(route),
+            run,
+            more: selector.map_or_else(String::new, |s| format!(",{s}")),
+        }
+    }
+}
+
 // === impl Queries ===
 
 /// The PromQL one evaluation runs, each summed over the fleet's instances.
@@ -99,8 +123,10 @@ impl fmt::Display for Endpoint {
 pub(crate) struct Queries {
     pub(crate) pool: SideQueries,
     pub(crate) baseline: SideQueries,
-    /// The pool's requests on the route over the step's elapsed time.
-    pub(crate) step_requests: String,
+    /// The pool's requests on the route over the step's elapsed time; `None` once the
+    /// step has had its volume (a step held a week must not reread a week of samples
+    /// every second).
+    pub(crate) step_requests: Option<String>,
 }
 
 /// The queries of one pool.
@@ -117,18 +143,18 @@ impl Queries {
     /// are taken in whole seconds, at least one; rounding down errs toward a step
     /// counting too few requests (waiting longer), not the step before's.
     pub(crate) fn new(
-        route: &str,
+        scope: &Scope,
         pool: &str,
         baseline: &str,
         window: Duration,
         quantile: f64,
-        step_elapsed: Duration,
+        step_elapsed: Option<Duration>,
     ) -> Queries {
-        let (r, w) = (escape(route), range(window));
+        let w = range(window);
         Queries {
-            pool: SideQueries::new(&r, &escape(pool), &w, quantile),
-            baseline: SideQueries::new(&r, &escape(baseline), &w, quantile),
-            step_requests: requests(&r, &escape(pool), "", &range(step_elapsed)),
+            pool: SideQueries::new(scope, &escape(pool), &w, quantile),
+            baseline: SideQueries::new(scope, &escape(baseline), &w, quantile),
+            step_requests: step_elapsed.map(|e| requests(scope, &escape(pool), "", &range(e))),
         }
     }
 
@@ -136,15 +162,21 @@ impl Queries {
     /// Prometheus to see what autopilot sees.
     pub(crate) fn shown(&self) -> [(&'static str, String); 3] {
         let p = &self.pool;
+        let floor = super::RATIO_FLOOR;
         [
             // A pool without a 5xx has no such series: 0, not "no data", when pasted.
             (
                 "error_ratio",
                 format!("({} or vector(0)) / {}", p.errors, p.requests),
             ),
+            // The floor the check applies (see `machine::RATIO_FLOOR`), so that the
+            // pasted ratio is the judged one.
             (
                 "latency_ratio",
-                format!("{} / {}", p.latency, self.baseline.latency),
+                format!(
+                    "clamp_min({}, {floor}) / clamp_min({}, {floor})",
+                    p.latency, self.baseline.latency
+                ),
             ),
             ("latency", p.latency.clone()),
         ]
@@ -152,40 +184,48 @@ impl Queries {
 }
 
 impl SideQueries {
-    fn new(route: &str, pool: &str, w: &str, quantile: f64) -> SideQueries {
+    fn new(scope: &Scope, pool: &str, w: &str, quantile: f64) -> SideQueries {
         let histogram = "cutover_upstream_duration_seconds";
+        let more = &scope.more;
         SideQueries {
-            requests: requests(route, pool, "", w),
-            errors: requests(route, pool, r#",code=~"5..""#, w),
-            observations: format!(r#"sum(increase({histogram}_count{{pool="{pool}"}}[{w}]))"#),
+            requests: requests(scope, pool, "", w),
+            errors: requests(scope, pool, r#",code=~"5..""#, w),
+            observations: format!(
+                r#"sum(increase({histogram}_count{{pool="{pool}"{more}}}[{w}]))"#
+            ),
             latency: format!(
-                r#"histogram_quantile({quantile}, sum by (le) (increase({histogram}_bucket{{pool="{pool}"}}[{w}])))"#
+                r#"histogram_quantile({quantile}, sum by (le) (increase({histogram}_bucket{{pool="{pool}"{more}}}[{w}])))"#
             ),
         }
     }
 }
 
-/// The fleet's current step of a route's `run`: the highest any instance of that run
-/// exported over the last minute, so an instance that was scraped before it restarted
-/// still counts, and one still on the run before a `run` change does not.
-pub(crate) fn step_query(route: &str, run: i64) -> String {
-    let route = escape(route);
+/// The fleet's current step of a route's `run`: the highest any instance exported
+/// over the last minute while on that run, so an instance that was scraped before it
+/// restarted still counts, and a step of the run before a `run` change does not. The
+/// run is matched sample by sample (a subquery): the run of an instance now says
+/// nothing of the step it exported a minute ago.
+pub(crate) fn step_query(scope: &Scope) -> String {
+    let Scope { route, run, more } = scope;
     format!(
-        r#"max(max_over_time(cutover_autopilot_step{{route="{route}"}}[1m]) and (last_over_time(cutover_autopilot_run{{route="{route}"}}[1m]) == {run}))"#
+        r#"max(max_over_time((cutover_autopilot_step{{route="{route}"{more}}} and cutover_autopilot_run{{route="{route}"{more}}} == {run})[1m:1s]))"#
     )
 }
 
 /// 1 when an instance of the route's `run` is rolled back, by its latest state.
-pub(crate) fn rolled_back_query(route: &str, run: i64) -> String {
-    let route = escape(route);
+pub(crate) fn rolled_back_query(scope: &Scope) -> String {
+    let Scope { route, run, more } = scope;
     format!(
-        r#"max(last_over_time(cutover_autopilot_state{{route="{route}",state="rolled_back"}}[1m]) and ignoring(state) (last_over_time(cutover_autopilot_run{{route="{route}"}}[1m]) == {run}))"#
+        r#"max(last_over_time(cutover_autopilot_state{{route="{route}",state="rolled_back"{more}}}[1m]) and ignoring(state) (last_over_time(cutover_autopilot_run{{route="{route}"{more}}}[1m]) == {run}))"#
     )
 }
 
 /// `sum(increase(cutover_requests_total{...}[w]))`, with labels already escaped.
-fn requests(route: &str, pool: &str, more: &str, w: &str) -> String {
-    format!(r#"sum(increase(cutover_requests_total{{route="{route}",pool="{pool}"{more}}}[{w}]))"#)
+fn requests(scope: &Scope, pool: &str, code: &str, w: &str) -> String {
+    let Scope { route, more, .. } = scope;
+    format!(
+        r#"sum(increase(cutover_requests_total{{route="{route}",pool="{pool}"{code}{more}}}[{w}]))"#
+    )
 }
 
 /// A Prometheus range: whole seconds, at least one (`[0s]` is a parse error).
@@ -213,17 +253,24 @@ fn escape(value: &str) -> String {
 // === the client ===
 
 /// Runs every query of one evaluation, concurrently, within `timeout` in all. An empty
-/// answer is 0 for a count and None for a latency; so is a latency of NaN or ±Inf.
+/// answer is 0 for a count and None for a latency; so is a latency of NaN or ±Inf. The
+/// step's requests are 0 when not asked.
 pub(crate) async fn measure(
     endpoint: &Endpoint,
     q: &Queries,
     timeout: Duration,
 ) -> Result<Measurements, String> {
     let all = async {
+        let step_requests = async {
+            match &q.step_requests {
+                Some(query) => count(endpoint, query).await,
+                None => Ok(0.0),
+            }
+        };
         let (pool, baseline, step_requests) = tokio::try_join!(
             side(endpoint, &q.pool),
             side(endpoint, &q.baseline),
-            count(endpoint, &q.step_requests),
+            step_requests,
         )?;
         Ok(Measurements {
             pool,
@@ -244,14 +291,13 @@ pub(crate) struct Fleet {
     pub rolled_back: bool,
 }
 
-/// Asks where the fleet's ramp of `route` and `run` is.
+/// Asks where the fleet's ramp of `scope` is.
 pub(crate) async fn fleet(
     endpoint: &Endpoint,
-    route: &str,
-    run: i64,
+    scope: &Scope,
     timeout: Duration,
 ) -> Result<Fleet, String> {
-    let (step_q, rolled_q) = (step_query(route, run), rolled_back_query(route, run));
+    let (step_q, rolled_q) = (step_query(scope), rolled_back_query(scope));
     let asked =
         async { tokio::try_join!(instant(endpoint, &step_q), instant(endpoint, &rolled_q)) };
     let (step, rolled_back) = within(endpoint, timeout, asked).await?;

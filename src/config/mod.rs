@@ -161,8 +161,12 @@ pub struct Autopilot {
 pub enum Source {
     /// This instance's own series.
     Local,
-    /// The fleet's series, through the Prometheus at this base URL.
-    Prometheus(String),
+    /// The fleet's series, through the Prometheus at `url`; `selector` (label
+    /// matchers such as `job="cutover-ad"`) narrows every query to this fleet's.
+    Prometheus {
+        url: String,
+        selector: Option<String>,
+    },
 }
 
 impl Autopilot {

@@ -173,6 +173,7 @@ pub(super) struct RawAutopilot {
     pub quantile: Option<Spanned<f64>>,
     pub source: Option<Spanned<String>>,
     pub prometheus: Option<Spanned<String>>,
+    pub prometheus_selector: Option<Spanned<String>>,
 }
 
 // === impl RawBackend ===

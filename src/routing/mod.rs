@@ -284,13 +284,25 @@ impl Route {
         (self.split.len() == 2).then_some([*pool, 1 - pool])
     }
 
-    /// The split weight of `pool` at `now` (0 when the pool is not in the split).
+    /// The split weight of `pool` at `now` (0 when the pool is not in the split): what
+    /// a reload ramps from. A running autopilot's share counts, in the file's units,
+    /// so that handing the ramp back to the file never dips the pool.
     pub(crate) fn weight_of(&self, pool: &str, now: Instant) -> f64 {
-        self.split
-            .iter()
-            .zip(&self.weights)
-            .find(|((p, _), _)| &*p.name == pool)
-            .map_or(0.0, |(_, w)| w.at(Some(now)))
+        let Some(i) = self.split.iter().position(|(p, _)| &*p.name == pool) else {
+            return 0.0;
+        };
+        if let Some((pilot, piloted)) = &self.pilot {
+            if let Some(share) = pilot.share() {
+                let total: f64 = self.split.iter().map(|(_, w)| f64::from(*w)).sum();
+                let percent = if i == *piloted {
+                    share
+                } else {
+                    100 - share.min(100)
+                };
+                return f64::from(percent) * total / 100.0;
+            }
+        }
+        self.weights.get(i).map_or(0.0, |w| w.at(Some(now)))
     }
 
     /// Chooses the pool for one request. Precedence: override, sticky key, weight.

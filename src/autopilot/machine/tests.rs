@@ -120,7 +120,7 @@ fn the_last_step_held_is_done_and_keeps_its_share() {
 fn a_check_with_too_few_requests_waits_rather_than_passes() {
     let c = cfg();
     let t0 = Instant::now();
-    // Nine requests, all failed: ten are needed to judge (min(min_requests, 10)).
+    // Nine requests, all failed: at a limit of 0.01 a hundred are needed to judge.
     let mut m = healthy(9.0);
     m.pool.errors = 9.0;
     m.step_requests = 1000.0;
@@ -303,4 +303,53 @@ fn a_ramp_joining_the_fleet_resumes_at_its_step() {
         hold_left(&c, &State::resumed(&c, 2, t0), t0 + secs(4)),
         secs(6)
     );
+}
+
+#[test]
+fn a_check_waits_until_one_request_cannot_decide_it_alone() {
+    let c = Autopilot {
+        min_requests: 500,
+        ..cfg()
+    };
+    let t0 = Instant::now();
+    // At a limit of 0.01 one 5xx among 99 would be a ratio over it: not judged yet.
+    let mut m = healthy(99.0);
+    m.pool.errors = 1.0;
+    m.pool.observations = 1000.0;
+    let e = evaluate(&c, &at_step(0, t0), t0 + secs(1), Ok(&m));
+    assert_eq!(e.checks[0].verdict, Verdict::Wait);
+    // Among 100 it is within the limit; a second one is over it.
+    m.pool.requests = 100.0;
+    let e = evaluate(&c, &at_step(0, t0), t0 + secs(1), Ok(&m));
+    assert_eq!(e.checks[0].verdict, Verdict::Pass);
+    m.pool.errors = 2.0;
+    let e = evaluate(&c, &at_step(0, t0), t0 + secs(1), Ok(&m));
+    assert_eq!(e.checks[0].verdict, Verdict::Fail);
+    // A p99 needs a hundred answers too; a loose limit still needs ten.
+    let mut few = healthy(1000.0);
+    few.pool.observations = 99.0;
+    let e = evaluate(&c, &at_step(0, t0), t0 + secs(1), Ok(&few));
+    assert_eq!(e.checks[1].verdict, Verdict::Wait);
+    let loose = Autopilot {
+        max_error_ratio: 0.5,
+        ..c
+    };
+    let mut nine = healthy(1000.0);
+    nine.pool.requests = 9.0;
+    let e = evaluate(&loose, &at_step(0, t0), t0 + secs(1), Ok(&nine));
+    assert_eq!(e.checks[0].verdict, Verdict::Wait);
+}
+
+#[test]
+fn at_full_share_with_no_baseline_ever_measured_there_is_no_ratio_to_judge() {
+    let c = cfg();
+    let t0 = Instant::now();
+    // An instance that joined its fleet at the last step (100 %): nothing to compare.
+    let joined = State::resumed(&c, 3, t0);
+    let mut m = healthy(500.0);
+    m.baseline = Side::default();
+    let e = evaluate(&c, &joined, t0 + secs(10), Ok(&m));
+    let names: Vec<_> = e.checks.iter().map(|c| c.name).collect();
+    assert_eq!(names, ["error_ratio", "latency"]);
+    assert_eq!(e.state.phase, Phase::Done, "it can finish");
 }

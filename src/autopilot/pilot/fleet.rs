@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::{Inner, Pilot, FILE_SPLIT, FLEET_TIMEOUT};
 use crate::autopilot::machine::{Phase, State};
-use crate::autopilot::prometheus::{self, Endpoint, Fleet, Queries};
+use crate::autopilot::prometheus::{self, Endpoint, Fleet, Queries, Scope};
 use crate::config::{Autopilot, Source};
 use crate::sync::lock;
 
@@ -14,17 +14,18 @@ use crate::sync::lock;
 #[derive(Debug)]
 pub(crate) struct Ask {
     endpoint: Endpoint,
+    scope: Scope,
     queries: Queries,
     /// Unless rolled back: ask first where the fleet's ramp of this run is, to join it
     /// or keep up with it.
-    fleet_run: Option<i64>,
+    follow: bool,
 }
 
 impl Pilot {
     /// The fleet evaluation's question when one is due at `now` and none is running.
     pub(crate) fn fleet_due(&self, now: Instant, every: Duration) -> Option<Ask> {
         let mut inner = lock(&self.inner);
-        let Source::Prometheus(url) = &inner.cfg.source else {
+        let Source::Prometheus { url, selector } = &inner.cfg.source else {
             return None;
         };
         let due = inner
@@ -33,6 +34,7 @@ impl Pilot {
         if inner.asking || !due {
             return None;
         }
+        let scope = Scope::new(&self.route, inner.cfg.run, selector.as_deref());
         let endpoint = match Endpoint::parse(url) {
             Ok(e) => e,
             Err(e) => {
@@ -43,45 +45,52 @@ impl Pilot {
         };
         inner.asking = true;
         inner.asked = Some(now);
+        let volume_met = inner.step_requests >= inner.cfg.min_requests as f64;
         Some(Ask {
             endpoint,
-            queries: queries(&self.route, &inner.cfg, &inner.state, now),
-            fleet_run: (!matches!(inner.state.phase, Phase::RolledBack { .. }))
-                .then_some(inner.cfg.run),
+            queries: queries(&scope, &inner.cfg, &inner.state, now, volume_met),
+            scope,
+            follow: !matches!(inner.state.phase, Phase::RolledBack { .. }),
         })
     }
 
     /// Asks the fleet's Prometheus, then evaluates the ramp on its answer (holding
     /// when it has none).
     pub(crate) async fn evaluate_fleet(&self, ask: Ask) {
-        let joined = match ask.fleet_run {
-            Some(run) => {
-                Some(prometheus::fleet(&ask.endpoint, &self.route, run, FLEET_TIMEOUT).await)
-            }
-            None => None,
+        let fleet = match ask.follow {
+            true => Some(prometheus::fleet(&ask.endpoint, &ask.scope, FLEET_TIMEOUT).await),
+            false => None,
         };
         let measured = prometheus::measure(&ask.endpoint, &ask.queries, FLEET_TIMEOUT).await;
         let now = Instant::now();
         let mut inner = lock(&self.inner);
         inner.asking = false;
-        match joined {
-            // A reload may have started the ramp over while the question was out.
-            Some(Ok(fleet)) if inner.state.phase == Phase::Pending => {
-                self.join(&mut inner, fleet, now);
-            }
-            Some(Ok(fleet)) => self.keep_up(&mut inner, fleet, now),
-            Some(Err(e)) => {
-                self.hold(&mut inner, e);
-                return;
-            }
-            _ => {}
+        let fleet = match fleet {
+            Some(Err(e)) => return self.hold(&mut inner, e),
+            Some(Ok(fleet)) => Some(fleet),
+            None => None,
+        };
+        // A reload may have made the ramp local, and moved it, while the question was
+        // out: the phase is read again here.
+        let joining = inner.state.phase == Phase::Pending;
+        if let Some(fleet) = fleet.filter(|_| joining) {
+            self.join(&mut inner, fleet, now);
         }
         match measured {
-            Ok(m) => {
-                inner.step_requests = m.step_requests;
+            Ok(mut m) => {
+                // The step's volume, once met, is not asked again: it stays met.
+                match ask.queries.step_requests {
+                    Some(_) => inner.step_requests = m.step_requests,
+                    None => m.step_requests = inner.step_requests,
+                }
                 self.apply(&mut inner, Ok(&m), now);
             }
-            Err(e) => self.hold(&mut inner, e),
+            Err(e) => return self.hold(&mut inner, e),
+        }
+        // After its own checks: a rollback they make is this instance's, with its
+        // reason and its count, not a copy of another's.
+        if let Some(fleet) = fleet.filter(|_| !joining) {
+            self.keep_up(&mut inner, fleet, now);
         }
     }
 
@@ -93,21 +102,18 @@ impl Pilot {
         if fleet.rolled_back {
             let at = step.clamp(1, inner.cfg.steps.len()) - 1;
             let reason = format!(
-                "the fleet rolled back run {} at step {}; change run to start over",
+                "fleet: another instance of run {} rolled back at step {}; change run to start over",
                 inner.cfg.run,
                 at + 1
             );
             tracing::warn!(route, %reason, "autopilot joins the fleet rolled back");
-            inner.state = State {
-                phase: Phase::RolledBack { at, reason },
-                since: now,
-                baseline_latency: None,
-            };
-            self.share.store(FILE_SPLIT, Ordering::Relaxed);
+            inner.state = inner.state.rolled_back(at, reason, now);
         } else if step > 0 {
             tracing::info!(route, step, "autopilot joins the fleet's ramp");
             inner.state = State::resumed(&inner.cfg, step, now);
         }
+        let share = inner.state.share(&inner.cfg).unwrap_or(FILE_SPLIT);
+        self.share.store(share, Ordering::Relaxed);
         inner.step_requests = 0.0;
     }
 
@@ -134,11 +140,7 @@ impl Pilot {
             );
             tracing::warn!(route, %reason, "autopilot rolled back with its fleet");
             self.share.store(FILE_SPLIT, Ordering::Relaxed);
-            inner.state = State {
-                phase: Phase::RolledBack { at, reason },
-                since: now,
-                baseline_latency: inner.state.baseline_latency,
-            };
+            inner.state = inner.state.rolled_back(at, reason, now);
             return;
         }
         let step = fleet.step.unwrap_or(0) as usize;
@@ -156,6 +158,8 @@ impl Pilot {
     }
 
     fn hold(&self, inner: &mut Inner, why: String) {
+        // Checks of an earlier answer would read as today's.
+        inner.checks.clear();
         if inner.holding.is_none() {
             tracing::warn!(route = self.route, error = %why, "autopilot holds its step: no numbers to judge by");
         }
@@ -163,14 +167,22 @@ impl Pilot {
     }
 }
 
-/// The fleet's queries for a ramp in `state` at `now`.
-pub(super) fn queries(route: &str, cfg: &Autopilot, state: &State, now: Instant) -> Queries {
+/// The fleet's queries for a ramp in `state` at `now`; without the step's volume
+/// once it is met.
+pub(super) fn queries(
+    scope: &Scope,
+    cfg: &Autopilot,
+    state: &State,
+    now: Instant,
+    volume_met: bool,
+) -> Queries {
+    let elapsed = now.saturating_duration_since(state.since);
     Queries::new(
-        route,
+        scope,
         &cfg.pool,
         &cfg.baseline,
         cfg.window,
         cfg.quantile,
-        now.saturating_duration_since(state.since),
+        (!volume_met).then_some(elapsed),
     )
 }

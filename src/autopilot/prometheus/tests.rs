@@ -69,12 +69,12 @@ fn endpoints_refused_say_why() {
 #[test]
 fn queries_of_the_readme_example() {
     let q = Queries::new(
-        "ad-api",
+        &Scope::new("ad-api", 1, None),
         "k8s",
         "ecs",
         Duration::from_secs(60),
         0.99,
-        Duration::from_secs(30),
+        Some(Duration::from_secs(30)),
     );
     let side = |p: &str| SideQueries {
         requests: format!(
@@ -93,15 +93,15 @@ fn queries_of_the_readme_example() {
     assert_eq!(q.pool, side("k8s"));
     assert_eq!(q.baseline, side("ecs"));
     assert_eq!(
-        q.step_requests,
-        r#"sum(increase(cutover_requests_total{route="ad-api",pool="k8s"}[30s]))"#
+        q.step_requests.as_deref(),
+        Some(r#"sum(increase(cutover_requests_total{route="ad-api",pool="k8s"}[30s]))"#)
     );
     assert_eq!(
-        step_query("ad-api", 3),
-        r#"max(max_over_time(cutover_autopilot_step{route="ad-api"}[1m]) and (last_over_time(cutover_autopilot_run{route="ad-api"}[1m]) == 3))"#
+        step_query(&Scope::new("ad-api", 3, None)),
+        r#"max(max_over_time((cutover_autopilot_step{route="ad-api"} and cutover_autopilot_run{route="ad-api"} == 3)[1m:1s]))"#
     );
     assert_eq!(
-        rolled_back_query("ad-api", 3),
+        rolled_back_query(&Scope::new("ad-api", 3, None)),
         r#"max(last_over_time(cutover_autopilot_state{route="ad-api",state="rolled_back"}[1m]) and ignoring(state) (last_over_time(cutover_autopilot_run{route="ad-api"}[1m]) == 3))"#
     );
     let shown = q.shown();
@@ -113,20 +113,47 @@ fn queries_of_the_readme_example() {
     );
     assert_eq!(
         shown[1].1,
-        format!("{} / {}", q.pool.latency, q.baseline.latency)
+        format!(
+            "clamp_min({}, 0.025) / clamp_min({}, 0.025)",
+            q.pool.latency, q.baseline.latency
+        )
     );
     assert_eq!(shown[2].1, q.pool.latency);
 }
 
 #[test]
+fn a_selector_narrows_every_query_to_its_fleet() {
+    let scope = Scope::new("ad-api", 2, Some(r#"job="cutover-prod""#));
+    let q = Queries::new(&scope, "k8s", "ecs", Duration::from_secs(60), 0.99, None);
+    assert_eq!(
+        q.pool.errors,
+        r#"sum(increase(cutover_requests_total{route="ad-api",pool="k8s",code=~"5..",job="cutover-prod"}[60s]))"#
+    );
+    assert_eq!(
+        q.baseline.latency,
+        r#"histogram_quantile(0.99, sum by (le) (increase(cutover_upstream_duration_seconds_bucket{pool="ecs",job="cutover-prod"}[60s])))"#
+    );
+    assert_eq!(
+        q.step_requests, None,
+        "the step's volume met: not asked again"
+    );
+    assert_eq!(
+        step_query(&scope),
+        r#"max(max_over_time((cutover_autopilot_step{route="ad-api",job="cutover-prod"} and cutover_autopilot_run{route="ad-api",job="cutover-prod"} == 2)[1m:1s]))"#
+    );
+    assert!(rolled_back_query(&scope)
+        .contains(r#"{route="ad-api",state="rolled_back",job="cutover-prod"}"#));
+}
+
+#[test]
 fn a_quote_in_a_route_name_stays_inside_the_string() {
     let q = Queries::new(
-        r#"say "hi"\now"#,
+        &Scope::new(r#"say "hi"\now"#, 1, None),
         "k8s",
         "ecs",
         Duration::from_millis(90_900),
         0.5,
-        Duration::ZERO,
+        Some(Duration::ZERO),
     );
     assert_eq!(
         q.pool.errors,
@@ -134,10 +161,11 @@ fn a_quote_in_a_route_name_stays_inside_the_string() {
     );
     // A step that just began still reads a valid range.
     assert_eq!(
-        q.step_requests,
-        r#"sum(increase(cutover_requests_total{route="say \"hi\"\\now",pool="k8s"}[1s]))"#
+        q.step_requests.as_deref(),
+        Some(r#"sum(increase(cutover_requests_total{route="say \"hi\"\\now",pool="k8s"}[1s]))"#)
     );
-    assert!(step_query(r#"a"b"#, -1).contains(r#"{route="a\"b"}[1m]) == -1)"#));
+    assert!(step_query(&Scope::new(r#"a"b"#, -1, None))
+        .contains(r#"cutover_autopilot_run{route="a\"b"} == -1)"#));
 }
 
 #[test]
@@ -153,12 +181,12 @@ fn label_escaping() {
 #[test]
 fn percent_encoding_round_trips() {
     let q = Queries::new(
-        "a b+c&d",
+        &Scope::new("a b+c&d", 1, None),
         "k8s",
         "ecs",
         Duration::from_secs(60),
         0.99,
-        Duration::ZERO,
+        Some(Duration::ZERO),
     );
     let encoded = percent_encode(&q.pool.latency);
     assert!(encoded
@@ -326,13 +354,14 @@ const PATIENCE: Duration = Duration::from_secs(5);
 #[tokio::test]
 async fn measure_reads_every_query_of_both_sides() {
     let q = Queries::new(
-        r#"ad"api"#,
+        &Scope::new(r#"ad"api"#, 1, None),
         "k8s",
         "ecs",
         Duration::from_secs(60),
         0.99,
-        Duration::from_secs(30),
+        Some(Duration::from_secs(30)),
     );
+    let step_requests = q.step_requests.clone().unwrap_or_default();
     let answers: HashMap<String, Option<&str>> = [
         (&q.pool.requests, Some("120")),
         (&q.pool.errors, Some("3")),
@@ -342,7 +371,7 @@ async fn measure_reads_every_query_of_both_sides() {
         (&q.baseline.errors, None),
         (&q.baseline.observations, None),
         (&q.baseline.latency, Some("NaN")),
-        (&q.step_requests, Some("40")),
+        (&step_requests, Some("40")),
     ]
     .into_iter()
     .map(|(k, v)| (k.clone(), v))
@@ -399,14 +428,14 @@ async fn fleet_with_and_without_chunked_answers() {
         })
         .await;
         assert_eq!(
-            fleet(&server.endpoint, "ad-api", 1, PATIENCE).await,
+            fleet(&server.endpoint, &Scope::new("ad-api", 1, None), PATIENCE).await,
             Ok(Fleet {
                 step: Some(3),
                 rolled_back: false
             })
         );
         assert_eq!(
-            fleet(&server.endpoint, "other", 1, PATIENCE).await,
+            fleet(&server.endpoint, &Scope::new("other", 1, None), PATIENCE).await,
             Ok(Fleet {
                 step: None,
                 rolled_back: false
@@ -414,7 +443,11 @@ async fn fleet_with_and_without_chunked_answers() {
         );
     }
     let negative = serve("", |_| ok(vector(Some("-1")))).await;
-    assert!(fleet(&negative.endpoint, "r", 1, PATIENCE).await.is_err());
+    assert!(
+        fleet(&negative.endpoint, &Scope::new("r", 1, None), PATIENCE)
+            .await
+            .is_err()
+    );
 }
 
 #[tokio::test]
@@ -428,7 +461,7 @@ async fn failures_say_what_failed() {
     .await;
     let url = busy.endpoint.to_string();
     assert_eq!(
-        fleet(&busy.endpoint, "r", 1, PATIENCE).await,
+        fleet(&busy.endpoint, &Scope::new("r", 1, None), PATIENCE).await,
         Err(format!(
             "prometheus {url} answered 503 Service Unavailable: unavailable: too many queries"
         ))
@@ -440,7 +473,7 @@ async fn failures_say_what_failed() {
         chunked: false,
     })
     .await;
-    let e = fleet(&proxy.endpoint, "r", 1, PATIENCE)
+    let e = fleet(&proxy.endpoint, &Scope::new("r", 1, None), PATIENCE)
         .await
         .expect_err("502");
     assert_eq!(
@@ -452,7 +485,14 @@ async fn failures_say_what_failed() {
         ok(r#"{"status":"error","errorType":"bad_data","error":"parse error"}"#.to_owned())
     })
     .await;
-    let q = Queries::new("r", "k8s", "ecs", PATIENCE, 0.99, PATIENCE);
+    let q = Queries::new(
+        &Scope::new("r", 1, None),
+        "k8s",
+        "ecs",
+        PATIENCE,
+        0.99,
+        Some(PATIENCE),
+    );
     let e = measure(&refused.endpoint, &q, PATIENCE)
         .await
         .expect_err("refused");
@@ -468,7 +508,7 @@ async fn failures_say_what_failed() {
     assert!(e.contains("answered something else than its API"), "{e}");
 
     let huge = serve("", |_| ok(" ".repeat(MAX_BODY + 1))).await;
-    let e = fleet(&huge.endpoint, "r", 1, PATIENCE)
+    let e = fleet(&huge.endpoint, &Scope::new("r", 1, None), PATIENCE)
         .await
         .expect_err("huge");
     assert!(
@@ -484,7 +524,7 @@ async fn an_unreachable_prometheus() {
     drop(listener);
     let endpoint = Endpoint::parse(&format!("http://{addr}")).expect("endpoint");
     assert_eq!(
-        fleet(&endpoint, "r", 1, PATIENCE).await,
+        fleet(&endpoint, &Scope::new("r", 1, None), PATIENCE).await,
         Err(format!(
             "prometheus http://{addr} unreachable: connection refused"
         ))
@@ -495,7 +535,14 @@ async fn an_unreachable_prometheus() {
 async fn a_silent_prometheus_times_out_and_is_let_go() {
     let mut server = serve("", |_| Reply::Silent).await;
     let timeout = Duration::from_millis(200);
-    let q = Queries::new("r", "k8s", "ecs", PATIENCE, 0.99, PATIENCE);
+    let q = Queries::new(
+        &Scope::new("r", 1, None),
+        "k8s",
+        "ecs",
+        PATIENCE,
+        0.99,
+        Some(PATIENCE),
+    );
     let e = measure(&server.endpoint, &q, timeout)
         .await
         .expect_err("silent");

@@ -20,6 +20,8 @@ const WINDOW: Duration = Duration::from_secs(60);
 const MAX_ERROR_RATIO: f64 = 0.01;
 const MAX_LATENCY_RATIO: f64 = 1.5;
 const QUANTILE: f64 = 0.99;
+/// A local ramp keeps four samples a second of its window.
+const MAX_WINDOW: Duration = Duration::from_secs(3600);
 
 impl Checker<'_> {
     /// `split` is the route's, to check that it names exactly `pool` and `baseline`.
@@ -62,6 +64,26 @@ impl Checker<'_> {
             );
         }
         let window = self.at_least_a_second(&a.window, "window", WINDOW);
+        if let Some(w) = a.window.as_ref().filter(|_| window > MAX_WINDOW) {
+            self.error(
+                w.span(),
+                "window must be at most 1h: a check reads the last minutes, not the day",
+            );
+        }
+        if let Some(weight) = split
+            .get_ref()
+            .get(a.pool.get_ref())
+            .filter(|w| *w.get_ref() > 0)
+        {
+            self.warn(
+                weight.span(),
+                format!(
+                    "the split gives {:?} weight {} outside its autopilot's steps: a rollback returns it there, not to 0",
+                    a.pool.get_ref(),
+                    weight.get_ref()
+                ),
+            );
+        }
         Autopilot {
             run: a.run.unwrap_or(0),
             pool: a.pool.get_ref().clone(),
@@ -176,10 +198,10 @@ impl Checker<'_> {
         let url = a.prometheus.as_ref();
         match a.source.as_ref().map(|s| (s.get_ref().as_str(), s.span())) {
             None | Some(("local", _)) => {
-                if let Some(url) = url {
+                for given in [url, a.prometheus_selector.as_ref()].into_iter().flatten() {
                     self.warn(
-                        url.span(),
-                        "prometheus is only read with source = \"prometheus\"; this ramp reads its own numbers",
+                        given.span(),
+                        "only read with source = \"prometheus\"; this ramp reads its own numbers",
                     );
                 }
                 Source::Local
@@ -195,7 +217,13 @@ impl Checker<'_> {
                 if let Err(e) = crate::autopilot::Endpoint::parse(url.get_ref()) {
                     self.error(url.span(), e);
                 }
-                Source::Prometheus(url.get_ref().clone())
+                Source::Prometheus {
+                    url: url.get_ref().clone(),
+                    selector: a
+                        .prometheus_selector
+                        .as_ref()
+                        .and_then(|s| self.selector(s)),
+                }
             }
             Some((other, span)) => {
                 self.error(
@@ -205,5 +233,22 @@ impl Checker<'_> {
                 Source::Local
             }
         }
+    }
+
+    /// Label matchers to add inside every selector's braces: `job="cutover-ad"`.
+    /// Prometheus checks them whole; this catches what would break the braces.
+    fn selector(&mut self, s: &Spanned<String>) -> Option<String> {
+        let text = s.get_ref().trim().trim_matches(',').trim();
+        if text.is_empty() || text.contains(['{', '}']) || !text.contains('=') {
+            self.error(
+                s.span(),
+                format!(
+                    "prometheus_selector {:?}: expected label matchers without braces, such as 'job=\"cutover-ad\"'",
+                    s.get_ref()
+                ),
+            );
+            return None;
+        }
+        Some(text.to_owned())
     }
 }
