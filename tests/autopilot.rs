@@ -3,11 +3,11 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use cutover::status::Autopilot;
+use support::autopilot::{autopilot, metrics, Traffic, USERS};
 use support::{get, Proxy, Upstream};
 
 /// How long any ramp in these tests may take to get where it is going.
@@ -20,60 +20,6 @@ fn config(ecs: &Upstream, k8s: &Upstream, route_extra: &str, autopilot: &str) ->
          [routes.autopilot]\nrun = 1\npool = \"k8s\"\nbaseline = \"ecs\"\n{autopilot}\n",
         ecs.addr, k8s.addr
     )
-}
-
-/// Requests sent by a few concurrent clients until stopped, each with a user header
-/// from a fixed set (for sticky routes).
-struct Traffic {
-    stop: Arc<AtomicBool>,
-    sent: Arc<AtomicUsize>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-const USERS: usize = 50;
-
-impl Traffic {
-    fn start(proxy: &Proxy, clients: usize) -> Traffic {
-        let stop = Arc::new(AtomicBool::new(false));
-        let sent = Arc::new(AtomicUsize::new(0));
-        let tasks = (0..clients)
-            .map(|c| {
-                let (stop, sent, addr) = (stop.clone(), sent.clone(), proxy.addr);
-                tokio::spawn(async move {
-                    // Bounded whatever the test does: no loop outlives its patience.
-                    let end = Instant::now() + PATIENCE * 2;
-                    let mut i = c;
-                    while !stop.load(Ordering::Relaxed) && Instant::now() < end {
-                        let user = format!("user-{}", i % USERS);
-                        let _ = get(addr, "/", &[("x-user", &user)]).await;
-                        sent.fetch_add(1, Ordering::Relaxed);
-                        i += clients;
-                    }
-                })
-            })
-            .collect();
-        Traffic { stop, sent, tasks }
-    }
-
-    /// Stops the clients and waits until none has a request out.
-    async fn stop(self) -> usize {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.tasks {
-            let _ = t.await;
-        }
-        self.sent.load(Ordering::Relaxed)
-    }
-}
-
-async fn autopilot(proxy: &Proxy) -> Autopilot {
-    let r = get(proxy.admin, "/status", &[]).await;
-    let status: cutover::status::Status = serde_json::from_str(&r.body).expect("status json");
-    status
-        .routes
-        .into_iter()
-        .find(|r| r.name == "r")
-        .and_then(|r| r.autopilot)
-        .expect("route r has an autopilot")
 }
 
 /// Polls `/status` until `done` holds for the ramp, calling `seen` with every answer.
@@ -98,10 +44,6 @@ async fn until(
     }
 }
 
-async fn metrics(proxy: &Proxy) -> String {
-    get(proxy.admin, "/metrics", &[]).await.body
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_healthy_pool_climbs_every_step_in_order_at_each_steps_share() {
     let (ecs, k8s) = (Upstream::start("ecs").await, Upstream::start("k8s").await);
@@ -112,7 +54,7 @@ async fn a_healthy_pool_climbs_every_step_in_order_at_each_steps_share() {
         "steps = [10, 50, 90]\nhold = \"2s\"\nmin_requests = 20\nwindow = \"2s\"",
     ))
     .await;
-    let traffic = Traffic::start(&proxy, 4);
+    let traffic = Traffic::start(&[proxy.addr], 4, Duration::ZERO, PATIENCE * 2);
     // (step, hits of ecs and k8s when the step was first seen), in order.
     let mut marks: Vec<(u32, usize, usize)> = Vec::new();
     let done = until(
@@ -159,7 +101,7 @@ async fn rolled_back_when_bad(autopilot_extra: &str, check: &str, spoil: impl Fn
         &format!("steps = [20, 50, 100]\nhold = \"1s\"\nmin_requests = 20\nwindow = \"2s\"\n{autopilot_extra}"),
     ))
     .await;
-    let traffic = Traffic::start(&proxy, 4);
+    let traffic = Traffic::start(&[proxy.addr], 4, Duration::ZERO, PATIENCE * 2);
     until(&proxy, "step 2", |_| {}, |ap| ap.step == 2).await;
     spoil(&k8s);
     let bad_at = Instant::now();
@@ -275,7 +217,7 @@ async fn too_few_requests_hold_a_step() {
     .await;
     assert!(ap.step_requests < 200.0, "{ap:#?}");
     // The volume it waited for: it moves on.
-    let traffic = Traffic::start(&proxy, 4);
+    let traffic = Traffic::start(&[proxy.addr], 4, Duration::ZERO, PATIENCE * 2);
     let ap = until(&proxy, "step 2", |_| {}, |ap| ap.step == 2).await;
     traffic.stop().await;
     assert_eq!(ap.share, 100.0);
@@ -286,7 +228,7 @@ async fn a_reload_keeps_the_ramp_and_a_new_run_starts_it_over() {
     let (ecs, k8s) = (Upstream::start("ecs").await, Upstream::start("k8s").await);
     let ramp = "steps = [10, 20, 30, 40]\nhold = \"1s\"\nmin_requests = 10\nwindow = \"2s\"";
     let proxy = Proxy::start(&config(&ecs, &k8s, "", ramp)).await;
-    let traffic = Traffic::start(&proxy, 2);
+    let traffic = Traffic::start(&[proxy.addr], 2, Duration::ZERO, PATIENCE * 2);
     until(&proxy, "step 3", |_| {}, |ap| ap.step >= 3).await;
     traffic.stop().await;
     let before = autopilot(&proxy).await;
@@ -326,7 +268,7 @@ async fn a_restart_in_local_mode_starts_at_the_first_step() {
         "steps = [10, 20, 30]\nhold = \"1s\"\nmin_requests = 10\nwindow = \"2s\"",
     );
     let mut proxy = Proxy::start(&text).await;
-    let traffic = Traffic::start(&proxy, 2);
+    let traffic = Traffic::start(&[proxy.addr], 2, Duration::ZERO, PATIENCE * 2);
     until(&proxy, "step 2", |_| {}, |ap| ap.step >= 2).await;
     traffic.stop().await;
     let running = proxy.running.take().expect("running");

@@ -9,11 +9,11 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use cutover::status::Autopilot;
+use support::autopilot::{autopilot, metrics, Traffic};
 use support::prometheus::{free_port, Prometheus, Tools};
 use support::{get, tempdir, Proxy, Upstream};
 
@@ -126,62 +126,6 @@ impl Fleet {
     }
 }
 
-async fn autopilot(proxy: &Proxy) -> Autopilot {
-    let r = get(proxy.admin, "/status", &[]).await;
-    let status: cutover::status::Status = serde_json::from_str(&r.body).expect("status json");
-    status
-        .routes
-        .into_iter()
-        .find(|r| r.name == "r")
-        .and_then(|r| r.autopilot)
-        .expect("route r has an autopilot")
-}
-
-async fn metrics(proxy: &Proxy) -> String {
-    get(proxy.admin, "/metrics", &[]).await.body
-}
-
-/// Requests from a few clients, each going round the instances in turn, every few
-/// milliseconds (the box is small and shared), until stopped.
-struct Traffic {
-    stop: Arc<AtomicBool>,
-    sent: Arc<AtomicUsize>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Traffic {
-    fn start(instances: &[SocketAddr]) -> Traffic {
-        let stop = Arc::new(AtomicBool::new(false));
-        let sent = Arc::new(AtomicUsize::new(0));
-        let tasks = (0..4)
-            .map(|c| {
-                let (stop, sent, to) = (stop.clone(), sent.clone(), instances.to_vec());
-                tokio::spawn(async move {
-                    // Bounded whatever the test does: no loop outlives its patience.
-                    let end = Instant::now() + PATIENCE * 2;
-                    let mut i = c;
-                    while !stop.load(Ordering::Relaxed) && Instant::now() < end {
-                        let _ = get(to[i % to.len()], "/", &[]).await;
-                        sent.fetch_add(1, Ordering::Relaxed);
-                        i += 1;
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
-                })
-            })
-            .collect();
-        Traffic { stop, sent, tasks }
-    }
-
-    /// Stops the clients and waits until none has a request out.
-    async fn stop(self) -> usize {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.tasks {
-            let _ = t.await;
-        }
-        self.sent.load(Ordering::Relaxed)
-    }
-}
-
 /// The time between the first and the last instance's entry in `first`.
 fn spread(first: &[Option<Instant>]) -> Duration {
     let at: Vec<Instant> = first
@@ -195,7 +139,7 @@ fn spread(first: &[Option<Instant>]) -> Duration {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fleet_climbs_every_step_together_and_finishes_together() {
     let fleet = Fleet::start(HOLD, "steps = [20, 50, 80]").await;
-    let traffic = Traffic::start(&fleet.addrs());
+    let traffic = Traffic::start(&fleet.addrs(), 4, Duration::from_millis(5), PATIENCE * 2);
     // When each instance was first seen at each step (they may show it apart by the
     // time it takes the step to reach Prometheus and the other to read it).
     let mut first: BTreeMap<u32, [Option<Instant>; 2]> = BTreeMap::new();
@@ -246,7 +190,7 @@ async fn the_fleet_climbs_every_step_together_and_finishes_together() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_pool_rolls_back_every_instance_and_gets_nothing_more() {
     let fleet = Fleet::start(HOLD, "steps = [20, 50, 80]\nmax_error_ratio = 0.05").await;
-    let traffic = Traffic::start(&fleet.addrs());
+    let traffic = Traffic::start(&fleet.addrs(), 4, Duration::from_millis(5), PATIENCE * 2);
     fleet
         .until(
             "both at step 2",
@@ -305,7 +249,7 @@ async fn a_failing_pool_rolls_back_every_instance_and_gets_nothing_more() {
 async fn an_instance_started_mid_ramp_resumes_at_the_fleets_step_and_keeps_up() {
     // A longer hold, and a start late in it: behind the fleet by most of a hold.
     let mut fleet = Fleet::start(2 * HOLD, "steps = [10, 20, 30, 40, 50]").await;
-    let traffic = Traffic::start(&fleet.addrs());
+    let traffic = Traffic::start(&fleet.addrs(), 4, Duration::from_millis(5), PATIENCE * 2);
     let late = |aps: &[Autopilot]| {
         aps.iter()
             .all(|a| a.step == 2 && a.hold_left_seconds <= 1.0)
@@ -356,7 +300,7 @@ async fn an_instance_started_mid_ramp_resumes_at_the_fleets_step_and_keeps_up() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_prometheus_the_fleet_holds_its_step_and_says_so() {
     let mut fleet = Fleet::start(HOLD, "steps = [20, 50, 80]").await;
-    let traffic = Traffic::start(&fleet.addrs());
+    let traffic = Traffic::start(&fleet.addrs(), 4, Duration::from_millis(5), PATIENCE * 2);
     // Just reached by both: neither can advance before its hold has passed.
     fleet
         .until(
@@ -409,7 +353,7 @@ async fn a_new_run_starts_the_fleet_over_at_the_first_step() {
     // Narrowed to the harness's scrape job, as a Prometheus shared by fleets needs.
     let ramp = "steps = [10, 20, 30, 40, 50]\nprometheus_selector = 'job=\"cutover\"'";
     let fleet = Fleet::start(HOLD, ramp).await;
-    let traffic = Traffic::start(&fleet.addrs());
+    let traffic = Traffic::start(&fleet.addrs(), 4, Duration::from_millis(5), PATIENCE * 2);
     fleet
         .until(
             "the fleet at step 3",

@@ -3,6 +3,7 @@
 
 #![allow(dead_code, unused_imports, unreachable_pub)]
 
+pub mod autopilot;
 pub mod client;
 pub mod exposition;
 pub mod nginx;
