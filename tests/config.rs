@@ -393,11 +393,11 @@ fn autopilot_rules() {
     );
     assert_exactly(
         &errors(&with(
-            "quantile = 1.0\nwindow = \"500ms\"\nmax_latency = \"0s\"",
+            "quantile = 1.0\nwindow = \"200ms\"\nmax_latency = \"0s\"",
         )),
         &[
             ("13:12", "quantile must be between 0 and 1"),
-            ("14:10", "window must be at least 1s"),
+            ("14:10", "window must be at least 250ms"),
             ("15:15", "max_latency must be above 0"),
         ],
     );

@@ -206,11 +206,14 @@ fn rollback(cfg: &Autopilot, failed: &Check, at: usize) -> (Phase, Option<Event>
 
 /// How many requests in the window each kind of check needs before it judges.
 ///
-/// Enough that one request cannot decide alone: one 5xx in 10 is an error ratio of
+/// Enough that one request cannot decide it alone: one 5xx in 10 is an error ratio of
 /// 0.1, but at a limit of 0.01 it takes 100 for one error to be within it; the p99 of
-/// 10 answers is their slowest. So a check waits for `1 / limit` requests (for a
-/// quantile `q`, `1 / (1 - q)`), at least [`JUDGE_MIN`], and never for more than
-/// `min_requests`: the operator's own word for how much a step is judged on.
+/// 10 answers is their slowest. So a check would wait for `1 / limit` requests (for a
+/// quantile `q`, `1 / (1 - q)`), at least [`JUDGE_MIN`]. But never for more than the
+/// step's volume asks of a window: `min_requests` (the operator's own word for how
+/// much a step is judged on), in the part of the hold the window covers. A window
+/// shorter than the hold must not ask for the whole step's volume in it, or a ramp
+/// whose steps have their volume would wait for ever.
 #[derive(Debug)]
 struct Judge {
     errors: f64,
@@ -219,7 +222,16 @@ struct Judge {
 
 impl Judge {
     fn of(cfg: &Autopilot) -> Judge {
-        let most = (cfg.min_requests as f64).max(1.0);
+        let volume = cfg.min_requests as f64;
+        let covered = match cfg.hold.as_secs_f64() {
+            h if h > 0.0 => (cfg.window.as_secs_f64() / h).min(1.0),
+            _ => 1.0,
+        };
+        let most = (volume * covered)
+            .ceil()
+            .max(JUDGE_MIN)
+            .min(volume)
+            .max(1.0);
         let need = |per: f64| (1.0 / per).ceil().max(JUDGE_MIN).min(most);
         Judge {
             errors: need(cfg.max_error_ratio),

@@ -353,3 +353,19 @@ fn at_full_share_with_no_baseline_ever_measured_there_is_no_ratio_to_judge() {
     assert_eq!(names, ["error_ratio", "latency"]);
     assert_eq!(e.state.phase, Phase::Done, "it can finish");
 }
+
+#[test]
+fn a_window_shorter_than_the_hold_asks_for_its_part_of_the_steps_volume() {
+    // 100 requests a 10 s step; a 2 s window is asked for a fifth of them: 20.
+    let c = Autopilot {
+        window: secs(2),
+        ..cfg()
+    };
+    let t0 = Instant::now();
+    let mut m = healthy(19.0);
+    let e = evaluate(&c, &at_step(0, t0), t0 + secs(1), Ok(&m));
+    assert!(e.checks.iter().all(|c| c.verdict == Verdict::Wait), "{e:?}");
+    m = healthy(20.0);
+    let e = evaluate(&c, &at_step(0, t0), t0 + secs(1), Ok(&m));
+    assert!(e.checks.iter().all(|c| c.verdict == Verdict::Pass), "{e:?}");
+}

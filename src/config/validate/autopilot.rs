@@ -20,6 +20,8 @@ const WINDOW: Duration = Duration::from_secs(60);
 const MAX_ERROR_RATIO: f64 = 0.01;
 const MAX_LATENCY_RATIO: f64 = 1.5;
 const QUANTILE: f64 = 0.99;
+/// Checks run four times a second: a window shorter than that holds nothing.
+const MIN_WINDOW: Duration = Duration::from_millis(250);
 /// A local ramp keeps four samples a second of its window.
 const MAX_WINDOW: Duration = Duration::from_secs(3600);
 
@@ -63,7 +65,7 @@ impl Checker<'_> {
                 ),
             );
         }
-        let window = self.at_least_a_second(&a.window, "window", WINDOW);
+        let window = self.at_least(&a.window, "window", WINDOW);
         if let Some(w) = a.window.as_ref().filter(|_| window > MAX_WINDOW) {
             self.error(
                 w.span(),
@@ -178,7 +180,7 @@ impl Checker<'_> {
         v
     }
 
-    fn at_least_a_second(
+    fn at_least(
         &mut self,
         raw: &Option<Spanned<crate::config::units::HumanDuration>>,
         name: &str,
@@ -188,8 +190,11 @@ impl Checker<'_> {
             return default;
         };
         let v = d.get_ref().0;
-        if v < Duration::from_secs(1) {
-            self.error(d.span(), format!("{name} must be at least 1s"));
+        if v < MIN_WINDOW {
+            self.error(
+                d.span(),
+                format!("{name} must be at least 250ms, how often checks run"),
+            );
         }
         v
     }
