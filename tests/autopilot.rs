@@ -177,6 +177,18 @@ async fn a_pool_slower_than_the_ceiling_is_rolled_back_within_two_seconds() {
     .await;
 }
 
+/// A pool that stops answering: its answers would come in 5 s, but the requests
+/// waiting for them are evidence already.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_that_stops_answering_is_rolled_back_before_its_answers_come() {
+    rolled_back_when_bad(
+        "max_latency = \"500ms\"\nmax_latency_ratio = 1000.0",
+        "latency",
+        |k8s| k8s.delay_ms.store(5000, Ordering::SeqCst),
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pool_slower_than_the_baseline_is_rolled_back_within_two_seconds() {
     rolled_back_when_bad("max_latency_ratio = 2.0", "latency_ratio", |k8s| {

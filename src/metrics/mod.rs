@@ -14,7 +14,7 @@ pub(crate) mod exposition;
 mod series;
 mod window;
 
-pub(crate) use series::{Failure, Series, SLOTS};
+pub(crate) use series::{Failure, Series, BUCKETS, SLOTS};
 pub use window::WINDOW;
 pub(crate) use window::{Stats, TICK};
 

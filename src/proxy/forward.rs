@@ -122,7 +122,12 @@ pub(super) async fn forward<'s>(
         // Without a body the request is sent as soon as it is written: its response
         // clock can start now.
         let sent = (!has_body).then_some(now);
+        // A request whose clock starts here is counted as waiting for its head, so that
+        // autopilot sees a backend turn slow before its slow answers come. One with a
+        // body is not: its upload is the client's time.
+        let awaiting = (!has_body).then(|| in_flight.awaiting_head());
         let (result, sent) = head_within(limits.response_timeout, sent, &mut exchange).await;
+        drop(awaiting);
         let head_at = Instant::now();
         // The backend's time: from the request sent whole, as its deadline counts it (a
         // slow upload is the client's time, not the backend's).

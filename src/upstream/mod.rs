@@ -15,7 +15,7 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -52,6 +52,10 @@ type IdleList = Mutex<Vec<(Box<Conn>, Instant)>>;
 struct Shard {
     idle: IdleList,
     in_flight: AtomicUsize,
+    /// Requests sent whole and those whose response head (or failure) came since:
+    /// what autopilot reads to see answers that are late before they arrive.
+    sent: AtomicU64,
+    headed: AtomicU64,
 }
 
 /// A connection to a backend with its buffers, which live as long as it does. Always
@@ -236,6 +240,16 @@ impl ConnPool {
         InFlight(Arc::clone(shard))
     }
 
+    /// (sent whole, answered or failed since), over all workers, since the start.
+    pub(crate) fn heads(&self) -> (u64, u64) {
+        self.shards.iter().fold((0, 0), |(s, h), shard| {
+            (
+                s.wrapping_add(shard.sent.load(Ordering::Relaxed)),
+                h.wrapping_add(shard.headed.load(Ordering::Relaxed)),
+            )
+        })
+    }
+
     /// Requests in flight to this backend, over all workers.
     pub fn in_flight(&self) -> usize {
         self.shards
@@ -256,7 +270,23 @@ impl ConnPool {
     }
 }
 
+/// A request sent whole to a backend, until its response head, or its failure, comes.
+#[derive(Debug)]
+pub(crate) struct AwaitingHead<'a>(&'a Shard);
+
+impl Drop for AwaitingHead<'_> {
+    fn drop(&mut self) {
+        self.0.headed.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 impl InFlight {
+    /// Counts the request as sent whole, waiting for its head until the guard drops.
+    pub(crate) fn awaiting_head(&self) -> AwaitingHead<'_> {
+        self.0.sent.fetch_add(1, Ordering::Relaxed);
+        AwaitingHead(&self.0)
+    }
+
     /// An idle connection that is still open at `now`; `sure` for a request that must
     /// not fail (it could not be retried), at the cost of a syscall. Not async: the
     /// common case, a pooled connection, then costs the request's state machine nothing.
