@@ -24,6 +24,8 @@
 //! [`metrics`] (the per-request outcome seam, the lock-free series, the exposition's
 //! families, the access log) · [`status`] (the `/status` document, for both ends) ·
 //! [`worker`] (which worker thread runs; per-worker counts) ·
+//! [`api_client`] (a plain-HTTP GET of a small API: the admin's `/status`,
+//! Prometheus) ·
 //! [`cli`] (`run`, `check`, `demo`; `status` reads `/status` back as a table; `shift`
 //! edits a split in the file; `import nginx`) · [`import`] (an nginx config read and
 //! mapped onto cutover's).
@@ -76,6 +78,7 @@
 // config, the routing snapshot and its picks, health, metrics and reload. The rest is
 // the proxy's insides.
 mod admin;
+mod api_client;
 pub mod app;
 mod autopilot;
 pub mod balance;

@@ -8,87 +8,33 @@ use std::fmt;
 use std::future::Future;
 use std::time::Duration;
 
-use http::Uri;
-
 mod client;
 
 use client::instant;
 
 use super::{Measurements, Side};
+use crate::api_client::BaseUrl;
 
 // === impl Endpoint ===
 
 /// Where Prometheus's HTTP API is: `http://HOST[:PORT][/PREFIX]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Endpoint {
-    /// As messages name it: `http://HOST:PORT[/PREFIX]`.
-    url: String,
-    /// What to connect to: a name (resolved on every connect, so a moved Service is
-    /// followed) or an IP address (IPv6 without brackets).
-    host: String,
-    port: u16,
-    /// `HOST:PORT` for the Host field (IPv6 in brackets).
-    authority: String,
-    /// `{PREFIX}/api/v1/query`: a Prometheus behind a reverse proxy under a path keeps it.
-    query_path: String,
+    pub(crate) base: BaseUrl,
 }
 
 impl Endpoint {
-    /// Parses the config's `prometheus` value. Only plain `http` is spoken; the port
-    /// defaults to 80 as in any http URL; credentials, a query or a fragment are refused.
+    /// Parses the config's `prometheus` value (see [`BaseUrl::parse`]).
     pub(crate) fn parse(s: &str) -> Result<Endpoint, String> {
-        let s = s.trim();
-        let bad = |why: &str| format!("{s:?}: {why}");
-        let shape = "expected http://HOST[:PORT][/PREFIX]";
-        let Some((scheme, rest)) = s.split_once("://") else {
-            return Err(bad(shape));
-        };
-        match scheme.to_ascii_lowercase().as_str() {
-            "http" => {}
-            "https" => return Err(bad("https is not supported, only plain http")),
-            _ => return Err(bad(&format!("{scheme} is not supported, {shape}"))),
-        }
-        // Prometheus's own parameters are cutover's to set; `#` would silently drop them.
-        if rest.contains(['?', '#']) {
-            return Err(bad("no query string or fragment: give the base URL"));
-        }
-        let uri: Uri = s
-            .parse()
-            .map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
-        let Some(auth) = uri.authority() else {
-            return Err(bad("no host"));
-        };
-        if auth.as_str().contains('@') {
-            return Err(bad("credentials in the URL are not supported"));
-        }
-        let host = auth.host();
-        if host.is_empty() {
-            return Err(bad("no host"));
-        }
-        // `Authority::port` is None for a port that is not a number; that must not
-        // quietly become 80, so read what follows the host.
-        let port = match auth.as_str()[host.len()..].strip_prefix(':') {
-            None => 80,
-            Some(p) => match p.parse::<u16>() {
-                Ok(0) | Err(_) => return Err(bad(&format!("bad port {p:?}"))),
-                Ok(n) => n,
-            },
-        };
-        let authority = format!("{host}:{port}");
-        let prefix = uri.path().trim_end_matches('/');
-        Ok(Endpoint {
-            url: format!("http://{authority}{prefix}"),
-            host: host.trim_matches(['[', ']']).to_owned(),
-            port,
-            query_path: format!("{prefix}/api/v1/query"),
-            authority,
-        })
+        BaseUrl::parse(s)
+            .map(|base| Endpoint { base })
+            .map_err(|why| format!("{:?}: {why}", s.trim()))
     }
 }
 
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.url)
+        self.base.fmt(f)
     }
 }
 

@@ -10,11 +10,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use http::StatusCode;
 
+use crate::api_client::{BaseUrl, GetError};
 use crate::status::Status;
 
 /// Connect, request and the whole answer: the admin listener is local and answers at
@@ -165,7 +163,7 @@ impl Output {
         let unreadable = |e: serde_json::Error| {
             format!(
                 "the admin listener at {} answered /status with something else: {e}",
-                target.url
+                target.base
             )
         };
         if self.json {
@@ -184,15 +182,7 @@ impl Output {
 /// Where `/status` is read from.
 #[derive(Debug, PartialEq, Eq)]
 struct Target {
-    /// The admin listener as the messages name it: `http://HOST:PORT`.
-    url: String,
-    /// The host to connect to: a name, or an IP address (IPv6 without brackets).
-    host: String,
-    port: u16,
-    /// `HOST:PORT` for the Host field (an IPv6 host in brackets).
-    authority: String,
-    /// `/status`, under the URL's own path when it has one.
-    path: String,
+    base: BaseUrl,
 }
 
 impl Target {
@@ -204,106 +194,35 @@ impl Target {
         } else {
             format!("http://{admin}")
         };
-        let bad = |why: &str| format!("--admin {admin:?}: {why}");
-        let uri: Uri = full
-            .parse()
-            .map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some(other) => return Err(bad(&format!("{other} is not supported, only http"))),
-            None => return Err(bad("not a URL")),
-        }
-        let Some(authority) = uri.authority() else {
-            return Err(bad("no host"));
-        };
-        if authority.host().is_empty() {
-            return Err(bad("no host"));
-        }
-        let host = authority.host();
-        // What follows the host: nothing, or `:PORT` (`Authority::port` is None for
-        // a port that is not a number, which must not quietly become 80).
-        let all = authority.as_str();
-        // The host stands right after any userinfo (searching for its text could find
-        // it inside the port: `0:9900`).
-        let after_user = &all[all.rfind('@').map_or(0, |i| i + 1)..];
-        let Some(tail) = after_user.strip_prefix(host) else {
-            return Err(bad("bad authority"));
-        };
-        let port = match tail.strip_prefix(':') {
-            None if tail.is_empty() => 80,
-            Some(p) => p.parse().map_err(|_| bad(&format!("bad port {p:?}")))?,
-            None => return Err(bad("bad authority")),
-        };
-        let authority = format!("{host}:{port}");
-        let prefix = uri.path().trim_end_matches('/');
-        Ok(Target {
-            url: format!("http://{authority}{prefix}"),
-            host: host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_owned(),
-            port,
-            path: format!("{prefix}/status"),
-            authority,
-        })
+        BaseUrl::parse(&full)
+            .map(|base| Target { base })
+            .map_err(|why| format!("--admin {admin:?}: {why}"))
     }
 
     /// GET `/status`: its body when the answer is a 200.
     async fn fetch(&self) -> Result<Bytes, String> {
-        match tokio::time::timeout(TIMEOUT, self.get()).await {
-            Ok(r) => r,
-            Err(_) => Err(format!(
-                "cannot reach the admin listener at {}: no answer within {}s",
-                self.url,
-                TIMEOUT.as_secs()
+        let url = &self.base;
+        let unreachable = |why: String| format!("cannot reach the admin listener at {url}: {why}");
+        let got = match tokio::time::timeout(TIMEOUT, url.get("/status", MAX_BODY)).await {
+            Ok(got) => got,
+            Err(_) => {
+                let secs = TIMEOUT.as_secs();
+                return Err(unreachable(format!("no answer within {secs}s")));
+            }
+        };
+        match got {
+            Ok((StatusCode::OK, body)) => Ok(body),
+            Ok((status, _)) => Err(format!(
+                "the admin listener at {url} answered {status} to GET {}/status",
+                url.prefix
             )),
+            Err(GetError::Unreachable(why)) => Err(unreachable(why)),
+            Err(GetError::TooLarge) => Err(unreachable(format!(
+                "reading its answer: over {} MiB",
+                MAX_BODY >> 20
+            ))),
+            Err(GetError::Broken(why)) => Err(unreachable(format!("reading its answer: {why}"))),
         }
-    }
-
-    async fn get(&self) -> Result<Bytes, String> {
-        let unreachable =
-            |why: String| format!("cannot reach the admin listener at {}: {why}", self.url);
-        let stream = TcpStream::connect((self.host.as_str(), self.port))
-            .await
-            .map_err(|e| unreachable(io_reason(&e)))?;
-        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        tokio::spawn(conn);
-        let req = Request::get(&self.path)
-            .header(http::header::HOST, &self.authority)
-            .header(http::header::ACCEPT, "application/json")
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| unreachable(e.to_string()))?;
-        let resp = send
-            .send_request(req)
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        if resp.status() != StatusCode::OK {
-            return Err(format!(
-                "the admin listener at {} answered {} to GET {}",
-                self.url,
-                resp.status(),
-                self.path
-            ));
-        }
-        match Limited::new(resp.into_body(), MAX_BODY).collect().await {
-            Ok(body) => Ok(body.to_bytes()),
-            Err(e) => Err(unreachable(format!("reading its answer: {e}"))),
-        }
-    }
-}
-
-/// An I/O error in a few words, without the OS's error number.
-fn io_reason(e: &std::io::Error) -> String {
-    use std::io::ErrorKind;
-    match e.kind() {
-        ErrorKind::ConnectionRefused => "connection refused".to_owned(),
-        ErrorKind::TimedOut => "timed out".to_owned(),
-        ErrorKind::HostUnreachable => "host unreachable".to_owned(),
-        ErrorKind::NetworkUnreachable => "network unreachable".to_owned(),
-        ErrorKind::AddrNotAvailable => "address not available".to_owned(),
-        _ => e.to_string(),
     }
 }
 
@@ -313,21 +232,27 @@ mod tests {
 
     #[test]
     fn admin_urls_with_and_without_scheme() {
-        let t = Target::parse("127.0.0.1:9900").expect("no scheme");
-        assert_eq!(t, Target::parse("http://127.0.0.1:9900/").expect("scheme"));
-        assert_eq!(t.url, "http://127.0.0.1:9900");
-        assert_eq!(t.authority, "127.0.0.1:9900");
-        assert_eq!(t.path, "/status");
-        let v6 = Target::parse("http://[::1]:9900").expect("IPv6");
+        let t = Target::parse("127.0.0.1:9900").expect("no scheme").base;
+        let with_scheme = Target::parse("http://127.0.0.1:9900/").expect("scheme");
+        assert_eq!(t, with_scheme.base);
+        assert_eq!(t.to_string(), "http://127.0.0.1:9900");
+        assert_eq!(
+            (t.authority.as_str(), t.prefix.as_str()),
+            ("127.0.0.1:9900", "")
+        );
+        let v6 = Target::parse("http://[::1]:9900").expect("IPv6").base;
         assert_eq!(
             (v6.host.as_str(), v6.authority.as_str()),
             ("::1", "[::1]:9900")
         );
         // The host's text inside the port is not where the port starts.
-        assert_eq!(Target::parse("0:9900").expect("host 0").authority, "0:9900");
-        let prefixed = Target::parse("http://admin.local/cutover/").expect("prefix");
+        let zero = Target::parse("0:9900").expect("host 0").base;
+        assert_eq!(zero.authority, "0:9900");
+        let prefixed = Target::parse("http://admin.local/cutover/")
+            .expect("prefix")
+            .base;
         assert_eq!(prefixed.authority, "admin.local:80");
-        assert_eq!(prefixed.path, "/cutover/status");
+        assert_eq!(prefixed.prefix, "/cutover");
     }
 
     #[test]

@@ -2,14 +2,11 @@
 //! one GET of `/api/v1/query` per query, its JSON read into one sample.
 
 use bytes::Bytes;
-use http::header::{ACCEPT, HOST};
-use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Empty, LengthLimitError, Limited};
-use hyper_util::rt::TokioIo;
+use http::StatusCode;
 use serde::Deserialize;
-use tokio::net::TcpStream;
 
 use super::Endpoint;
+use crate::api_client::GetError;
 
 /// An answer to one of these queries is a few hundred bytes; a URL that points at
 /// something else must not be read into memory whole.
@@ -33,39 +30,19 @@ pub(super) async fn instant(endpoint: &Endpoint, query: &str) -> Result<Option<f
 /// GET, not POST: each query is a few hundred bytes, far below any URL limit, and a
 /// GET is what read-only proxies in front of Prometheus let through and log in full.
 async fn get(endpoint: &Endpoint, query: &str) -> Result<(StatusCode, Bytes), String> {
-    let unreachable = |why: String| format!("prometheus {endpoint} unreachable: {why}");
-    let stream = TcpStream::connect((endpoint.host.as_str(), endpoint.port))
+    let target = format!("/api/v1/query?query={}", percent_encode(query));
+    endpoint
+        .base
+        .get(&target, MAX_BODY)
         .await
-        .map_err(|e| unreachable(io_reason(&e)))?;
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| unreachable(e.to_string()))?;
-    let target = format!("{}?query={}", endpoint.query_path, percent_encode(query));
-    let req = Request::get(target)
-        .header(HOST, &endpoint.authority)
-        .header(ACCEPT, "application/json")
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| unreachable(e.to_string()))?;
-    let exchange = async move {
-        let resp = send
-            .send_request(req)
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        let status = resp.status();
-        match Limited::new(resp.into_body(), MAX_BODY).collect().await {
-            Ok(body) => Ok((status, body.to_bytes())),
-            Err(e) if e.is::<LengthLimitError>() => Err(format!(
+        .map_err(|e| match e {
+            GetError::Unreachable(why) => format!("prometheus {endpoint} unreachable: {why}"),
+            GetError::TooLarge => format!(
                 "prometheus {endpoint} answered more than {} KiB: not its query API",
                 MAX_BODY >> 10
-            )),
-            Err(e) => Err(format!("prometheus {endpoint} broke off its answer: {e}")),
-        }
-        // `send` drops here, which lets the connection below finish.
-    };
-    // The connection is driven here rather than spawned, so the timeout that drops
-    // this future closes the socket too: no task outlives an evaluation.
-    let (result, _closed) = tokio::join!(exchange, conn);
-    result
+            ),
+            GetError::Broken(why) => format!("prometheus {endpoint} broke off its answer: {why}"),
+        })
 }
 
 /// The query value of a URL: everything but RFC 3986's unreserved characters as
@@ -80,18 +57,6 @@ pub(super) fn percent_encode(value: &str) -> String {
         }
     }
     out
-}
-
-/// An I/O error in a few words, without the OS's error number.
-fn io_reason(e: &std::io::Error) -> String {
-    use std::io::ErrorKind;
-    match e.kind() {
-        ErrorKind::ConnectionRefused => "connection refused".to_owned(),
-        ErrorKind::TimedOut => "timed out".to_owned(),
-        ErrorKind::HostUnreachable => "host unreachable".to_owned(),
-        ErrorKind::NetworkUnreachable => "network unreachable".to_owned(),
-        _ => e.to_string(),
-    }
 }
 
 // === the answer ===

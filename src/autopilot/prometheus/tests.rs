@@ -14,31 +14,35 @@ use super::*;
 fn endpoints_that_parse() {
     let e = Endpoint::parse("http://prometheus:9090").expect("plain");
     assert_eq!(e.to_string(), "http://prometheus:9090");
-    assert_eq!((e.host.as_str(), e.port), ("prometheus", 9090));
-    assert_eq!(e.authority, "prometheus:9090");
-    assert_eq!(e.query_path, "/api/v1/query");
+    assert_eq!((e.base.host.as_str(), e.base.port), ("prometheus", 9090));
+    assert_eq!(e.base.authority, "prometheus:9090");
+    assert_eq!(e.base.prefix, "");
     assert_eq!(
         e,
         Endpoint::parse(" HTTP://prometheus:9090/ ").expect("case, slash")
     );
 
     let prefixed = Endpoint::parse("http://10.0.0.7:80/prom/").expect("prefix");
-    assert_eq!(prefixed.query_path, "/prom/api/v1/query");
+    assert_eq!(prefixed.base.prefix, "/prom");
     assert_eq!(prefixed.to_string(), "http://10.0.0.7:80/prom");
 
     let v6 = Endpoint::parse("http://[::1]:9090").expect("IPv6");
     assert_eq!(
-        (v6.host.as_str(), v6.authority.as_str()),
+        (v6.base.host.as_str(), v6.base.authority.as_str()),
         ("::1", "[::1]:9090")
     );
     assert_eq!(
         Endpoint::parse("http://prom.internal")
             .expect("no port")
+            .base
             .port,
         80
     );
     // The host's own text is not taken for the port.
-    assert_eq!(Endpoint::parse("http://0:9090").expect("host 0").port, 9090);
+    assert_eq!(
+        Endpoint::parse("http://0:9090").expect("host 0").base.port,
+        9090
+    );
 }
 
 #[test]
@@ -351,6 +355,18 @@ fn percent_decode(s: &str) -> String {
 /// Long enough for any answer on loopback; a test that fails ends within it.
 const PATIENCE: Duration = Duration::from_secs(5);
 
+/// Route `r`'s queries, k8s against ecs, for tests of the client rather than the text.
+fn plain_queries() -> Queries {
+    Queries::new(
+        &Scope::new("r", 1, None),
+        "k8s",
+        "ecs",
+        PATIENCE,
+        0.99,
+        Some(PATIENCE),
+    )
+}
+
 #[tokio::test]
 async fn measure_reads_every_query_of_both_sides() {
     let q = Queries::new(
@@ -402,7 +418,7 @@ async fn measure_reads_every_query_of_both_sides() {
     assert_eq!(m, expected);
     let heads = server.heads.lock().expect("heads");
     assert_eq!(heads.len(), 9);
-    let host = format!("\r\nhost: {}\r\n", server.endpoint.authority);
+    let host = format!("\r\nhost: {}\r\n", server.endpoint.base.authority);
     for head in heads.iter() {
         assert!(head.starts_with("GET /prom/api/v1/query?query="), "{head}");
         assert!(head.to_ascii_lowercase().contains(&host), "{head}");
@@ -485,14 +501,7 @@ async fn failures_say_what_failed() {
         ok(r#"{"status":"error","errorType":"bad_data","error":"parse error"}"#.to_owned())
     })
     .await;
-    let q = Queries::new(
-        &Scope::new("r", 1, None),
-        "k8s",
-        "ecs",
-        PATIENCE,
-        0.99,
-        Some(PATIENCE),
-    );
+    let q = plain_queries();
     let e = measure(&refused.endpoint, &q, PATIENCE)
         .await
         .expect_err("refused");
@@ -535,14 +544,7 @@ async fn an_unreachable_prometheus() {
 async fn a_silent_prometheus_times_out_and_is_let_go() {
     let mut server = serve("", |_| Reply::Silent).await;
     let timeout = Duration::from_millis(200);
-    let q = Queries::new(
-        &Scope::new("r", 1, None),
-        "k8s",
-        "ecs",
-        PATIENCE,
-        0.99,
-        Some(PATIENCE),
-    );
+    let q = plain_queries();
     let e = measure(&server.endpoint, &q, timeout)
         .await
         .expect_err("silent");
