@@ -36,27 +36,49 @@ struct Fleet {
     proxies: Vec<Proxy>,
     prom: Prometheus,
     spare_admin: SocketAddr,
+    spare: Option<std::net::TcpListener>,
 }
 
 impl Fleet {
     async fn start(hold: Duration, autopilot: &str) -> Fleet {
         let tools = Tools::find_or_install();
         let (ecs, k8s) = (Upstream::start("ecs").await, Upstream::start("k8s").await);
-        let (prom_addr, spare_admin) = (free_port(), free_port());
-        let text = format!(
-            "[pools.ecs]\nbackends = [\"{}\"]\n[pools.k8s]\nbackends = [\"{}\"]\n\
-             [[routes]]\nname = \"r\"\nsplit = {{ ecs = 100, k8s = 0 }}\n\
-             [routes.autopilot]\nrun = 1\npool = \"k8s\"\nbaseline = \"ecs\"\n\
-             source = \"prometheus\"\nprometheus = \"http://{prom_addr}\"\n\
-             hold = \"{}s\"\nwindow = \"5s\"\nmin_requests = 20\n{autopilot}\n",
-            ecs.addr,
-            k8s.addr,
-            hold.as_secs()
-        );
+        // Held until the third instance starts, so that no listener of this or another
+        // test takes the port meanwhile.
+        let spare = std::net::TcpListener::bind("127.0.0.1:0").expect("bind spare admin");
+        let spare_admin = spare.local_addr().expect("spare admin addr");
+        let config = |prom: SocketAddr| {
+            format!(
+                "[pools.ecs]\nbackends = [\"{}\"]\n[pools.k8s]\nbackends = [\"{}\"]\n\
+                 [[routes]]\nname = \"r\"\nsplit = {{ ecs = 100, k8s = 0 }}\n\
+                 [routes.autopilot]\nrun = 1\npool = \"k8s\"\nbaseline = \"ecs\"\n\
+                 source = \"prometheus\"\nprometheus = \"http://{prom}\"\n\
+                 hold = \"{}s\"\nwindow = \"5s\"\nmin_requests = 20\n{autopilot}\n",
+                ecs.addr,
+                k8s.addr,
+                hold.as_secs()
+            )
+        };
+        let mut prom_addr = free_port();
+        let mut text = config(prom_addr);
         let proxies = vec![Proxy::start(&text).await, Proxy::start(&text).await];
         let targets = [proxies[0].admin, proxies[1].admin, spare_admin];
-        let mut prom = Prometheus::start_at(&tools.prometheus, prom_addr, &targets, &[]);
-        prom.wait_ready().await;
+        // Prometheus's port was free when picked; a listener started since may have
+        // taken it. Then another, and the instances are told (a reload keeps the ramp).
+        let mut tries = 0;
+        let prom = loop {
+            let mut prom = Prometheus::start_at(&tools.prometheus, prom_addr, &targets, &[]);
+            if prom.ready().await {
+                break prom;
+            }
+            tries += 1;
+            assert!(tries < 5, "prometheus does not start:\n{}", prom.log());
+            prom_addr = free_port();
+            text = config(prom_addr);
+            for p in &proxies {
+                p.reload(&text).await;
+            }
+        };
         Fleet {
             ecs,
             k8s,
@@ -64,6 +86,7 @@ impl Fleet {
             proxies,
             prom,
             spare_admin,
+            spare: Some(spare),
         }
     }
 
@@ -78,6 +101,7 @@ impl Fleet {
             self.spare_admin, self.text
         );
         std::fs::write(&path, text).expect("write config");
+        drop(self.spare.take());
         self.proxies.push(Proxy::start_file(&path, dir).await);
     }
 

@@ -96,11 +96,21 @@ impl Prometheus {
     }
 
     pub async fn wait_ready(&mut self) {
+        if !self.ready().await {
+            self.assert_alive();
+        }
+    }
+
+    /// Waits until it is ready (true) or has exited (false: a port taken meanwhile,
+    /// say, which its log tells).
+    pub async fn ready(&mut self) -> bool {
         let deadline = Instant::now() + PATIENCE;
         loop {
-            self.assert_alive();
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false;
+            }
             if let Some((200, _)) = http_get(self.addr, "/-/ready").await {
-                return;
+                return true;
             }
             assert!(
                 Instant::now() < deadline,
